@@ -15,3 +15,16 @@ pub mod channel_msg;
 pub mod guid;
 pub mod packet;
 pub mod ring;
+
+#[cfg(feature = "std")]
+pub mod event;
+#[cfg(feature = "std")]
+pub mod memory;
+#[cfg(feature = "std")]
+pub mod trace;
+#[cfg(feature = "std")]
+pub mod socket;
+#[cfg(feature = "std")]
+pub mod client;
+#[cfg(feature = "std")]
+pub mod server;
