@@ -105,19 +105,31 @@ fn key_window(key: &[u8; KEY_LEN], bit: usize) -> u32 {
     (w >> (8 - bit % 8)) as u32
 }
 
-/// The bit-by-bit Toeplitz hash of the first [`MAX_INPUT_LEN`] bytes of `input`, as defined:
-/// for each set input bit, XOR in the key window starting there. Slow; for tests and as the
-/// definition the table-driven [`Toeplitz::hash`] must match.
+/// The bit-by-bit Toeplitz hash of the first [`MAX_INPUT_LEN`] bytes of `input`, written
+/// as the published algorithm states it: for each input bit, most significant first, XOR the
+/// left-most 32 bits of the key into the result if the bit is set, then shift the whole key
+/// left by one bit. Slow by design; it is the definition that [`Toeplitz::hash`] is tested
+/// against, not something to use on the data path.
 pub fn reference_hash(key: &[u8; KEY_LEN], input: &[u8]) -> u32 {
+    let mut k = *key;
     let mut result = 0;
-    for (i, &byte) in input.iter().take(MAX_INPUT_LEN).enumerate() {
+    for &byte in input.iter().take(MAX_INPUT_LEN) {
         for b in 0..8 {
             if byte & (0x80 >> b) != 0 {
-                result ^= key_window(key, i * 8 + b);
+                result ^= u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
             }
+            shift_left_one_bit(&mut k);
         }
     }
     result
+}
+
+/// Shifts a big-endian bit string left by one bit, filling with 0.
+fn shift_left_one_bit(k: &mut [u8; KEY_LEN]) {
+    for i in 0..KEY_LEN {
+        let carry = k.get(i + 1).map_or(0, |next| next >> 7);
+        k[i] = (k[i] << 1) | carry;
+    }
 }
 
 /// A Toeplitz hasher for one key: 36 tables of 256 entries (36 KiB).
@@ -205,8 +217,9 @@ impl Toeplitz {
     }
 
     /// As [`Toeplitz::rss_hash`], with the hash type as a [`FlowHashType`].
-    pub fn rss_hash_typed(&self, info: &FrameInfo, hash_info: u32) -> Option<(u32, FlowHashType)> {
-        use hash_info as h;
+    pub fn rss_hash_typed(&self, info: &FrameInfo, info_bits: u32) -> Option<(u32, FlowHashType)> {
+        use self::hash_info as h;
+        let hash_info = info_bits;
         if hash_info & h::FUNCTION_MASK != h::TOEPLITZ {
             return None;
         }

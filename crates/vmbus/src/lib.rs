@@ -28,3 +28,5 @@ pub mod socket;
 pub mod client;
 #[cfg(feature = "std")]
 pub mod server;
+#[cfg(feature = "std")]
+pub mod channel;

@@ -254,7 +254,7 @@ impl RingMemory {
         #[cfg(loom)]
         match &self.backing {
             Backing::Raw(p) => Self::raw_atomic(*p, offset).load(order),
-            Backing::Model(m) => m.control(offset).load(order),
+            Backing::Model(m) => m.control(offset).map_or(0, |a| a.load(order)),
         }
     }
 
@@ -265,7 +265,11 @@ impl RingMemory {
         #[cfg(loom)]
         match &self.backing {
             Backing::Raw(p) => Self::raw_atomic(*p, offset).store(value, order),
-            Backing::Model(m) => m.control(offset).store(value, order),
+            Backing::Model(m) => {
+                if let Some(a) = m.control(offset) {
+                    a.store(value, order)
+                }
+            }
         }
     }
 
@@ -362,7 +366,6 @@ mod model {
     #[derive(Debug)]
     pub(super) struct ModelRing {
         control: [AtomicU32; 5],
-        other: AtomicU32,
         data: Box<[UnsafeCell<u8>]>,
     }
 
@@ -375,12 +378,11 @@ mod model {
         pub(super) fn new(data_size: usize) -> Self {
             Self {
                 control: core::array::from_fn(|_| AtomicU32::new(0)),
-                other: AtomicU32::new(0),
                 data: (0..data_size).map(|_| UnsafeCell::new(0)).collect(),
             }
         }
 
-        pub(super) fn control(&self, offset: usize) -> &AtomicU32 {
+        pub(super) fn control(&self, offset: usize) -> Option<&AtomicU32> {
             debug_assert!(offset < RING_HEADER_SIZE);
             let index = match offset {
                 o if o == Field::WriteIndex as usize => 0,
@@ -388,9 +390,9 @@ mod model {
                 o if o == Field::InterruptMask as usize => 2,
                 o if o == Field::PendingSendSz as usize => 3,
                 o if o == Field::FeatureBits as usize => 4,
-                _ => return &self.other,
+                _ => return None,
             };
-            &self.control[index]
+            Some(&self.control[index])
         }
 
         pub(super) fn write_byte(&self, offset: usize, value: u8) {

@@ -1,0 +1,915 @@
+//! The guest driver's channel state machine: NVSP and RNDIS over one channel's rings,
+//! the send and receive buffers, and the NAPI-style data path between the rings and the
+//! TAP.
+//!
+//! The same [`Driver`] runs the bring-up synchronously (requests are written, then the
+//! inbound ring is polled until the matching completion or reply arrives, with a
+//! timeout) and then, moved to its own thread, the data path ([`Driver::run`]).
+
+use std::collections::HashMap;
+use std::io::IoSlice;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vmbus::event::{EventFd, wait_any};
+use vmbus::memory::{GuestMemory, GuestRegion};
+use vmbus::packet::{self, COMPLETION_REQUESTED, GpaRangeSpec, PacketType};
+use vmbus::ring::{OutgoingPacket, RingReader, RingWriter, WriteError};
+use vmbus::trace::{Dir, Tracer};
+use zerocopy::little_endian::U32;
+
+use nvsp::NvspMessage;
+use nvsp::wire as nw;
+
+use crate::buffers::SlotPool;
+use crate::stats::GuestStats;
+use crate::tap::{Tap, VNET_HDR_LEN};
+use crate::{GuestError, rndis_io};
+
+/// Packets handled per poll before the loop looks at the other direction.
+const BUDGET: usize = 64;
+/// How long bring-up waits for any one answer from the host.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The guest's inbound packet copy buffer (§1.6: netvsc's 4624 bytes).
+const INBOUND_COPY: usize = 4624;
+/// Bytes reserved before a frame in a staging slot for the RNDIS header and PPIs.
+pub(crate) const HEADROOM: usize = 256;
+/// Staging slot size: headroom, virtio-net header and the largest frame.
+pub(crate) const STAGING_SLOT: usize = HEADROOM + 65536 + 512;
+
+/// Transaction-id tags, so a completion tells what it completes.
+mod tag {
+    pub const SECTION: u64 = 1 << 40;
+    pub const STAGING: u64 = 2 << 40;
+    pub const REQUEST: u64 = 3 << 40;
+    pub const CONTROL: u64 = 4 << 40;
+    pub const MASK: u64 = 0xFF << 40;
+}
+
+/// The guest's receive buffer.
+pub(crate) struct ReceiveBuffer {
+    pub(crate) region: GuestRegion,
+    pub(crate) gpadl: u32,
+    pub(crate) section_size: u32,
+    pub(crate) count: u32,
+}
+
+/// A send-buffer section being filled with frames.
+struct OpenSection {
+    index: u32,
+    used: usize,
+    packets: u32,
+}
+
+/// A send waiting for ring space, retried in order when completions free space.
+enum Send {
+    Section(OpenSection),
+    Staging { slot: u32, start: usize, len: usize },
+}
+
+/// Where a reply to an RNDIS control request goes.
+enum ReplySlot {
+    /// Bring-up: kept here until the waiter takes it.
+    Waiting(Option<Vec<u8>>),
+    /// Run time: sent to whoever asked.
+    Sender(Sender<Result<Vec<u8>, GuestError>>),
+}
+
+/// Requests from other threads to the data-path thread.
+pub enum Command {
+    /// Send an RNDIS control message (its request id already set) and return the reply.
+    Rndis {
+        /// The message bytes.
+        message: Vec<u8>,
+        /// Its request id.
+        request_id: u32,
+        /// Where the reply goes.
+        reply: Sender<Result<Vec<u8>, GuestError>>,
+    },
+}
+
+/// The command queue of a running data path.
+#[derive(Clone)]
+pub struct CommandQueue {
+    queue: Arc<Mutex<Vec<Command>>>,
+    wake: Arc<EventFd>,
+}
+
+impl CommandQueue {
+    pub(crate) fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            queue: Arc::default(),
+            wake: Arc::new(EventFd::new()?),
+        })
+    }
+
+    /// Wakes the data path (e.g. to notice its stop flag).
+    pub fn wake(&self) {
+        self.wake.signal();
+    }
+
+    /// Queues a command and wakes the data path.
+    pub fn push(&self, c: Command) {
+        self.queue.lock().unwrap().push(c);
+        self.wake.signal();
+    }
+}
+
+/// Link state shared with the control thread.
+#[derive(Default)]
+pub struct LinkState {
+    /// Media connected, as the host last said.
+    pub up: AtomicBool,
+}
+
+/// One channel's driver state.
+pub struct Driver {
+    pub(crate) writer: RingWriter,
+    pub(crate) reader: RingReader,
+    pub(crate) to_host: EventFd,
+    pub(crate) from_host: EventFd,
+    pub(crate) relid: u32,
+    pub(crate) nvsp_version: u32,
+    pub(crate) recv: Option<ReceiveBuffer>,
+    pub(crate) send: Option<(SlotPool, u32)>,
+    pub(crate) staging: SlotPool,
+    control: SlotPool,
+    open_section: Option<OpenSection>,
+    blocked: std::collections::VecDeque<Send>,
+    next_request: u64,
+    done_requests: HashMap<u64, Vec<u8>>,
+    replies: HashMap<u32, ReplySlot>,
+    pub(crate) max_pkt_per_msg: u32,
+    pub(crate) tap: Option<Tap>,
+    pub(crate) stats: Arc<GuestStats>,
+    pub(crate) link: Arc<LinkState>,
+    pub(crate) tracer: Option<Arc<Tracer>>,
+    pub(crate) commands: CommandQueue,
+    inbound: Vec<u8>,
+    rx_copy: Vec<u8>,
+    /// Receive completions not yet written (ring full): (transaction id, status).
+    rx_completions: Vec<(u64, u32)>,
+    sections_held: u64,
+}
+
+impl Driver {
+    /// A driver over an opened channel's rings.
+    pub(crate) fn new(
+        writer: RingWriter,
+        reader: RingReader,
+        to_host: EventFd,
+        from_host: EventFd,
+        relid: u32,
+        memory: &GuestMemory,
+        staging_slots: u32,
+        tracer: Option<Arc<Tracer>>,
+    ) -> Result<Self, GuestError> {
+        Ok(Self {
+            writer,
+            reader,
+            to_host,
+            from_host,
+            relid,
+            nvsp_version: 0,
+            recv: None,
+            send: None,
+            staging: SlotPool::new(memory, STAGING_SLOT, staging_slots)?,
+            control: SlotPool::new(memory, 4096, 8)?,
+            open_section: None,
+            blocked: Default::default(),
+            next_request: 1,
+            done_requests: HashMap::new(),
+            replies: HashMap::new(),
+            max_pkt_per_msg: 1,
+            tap: None,
+            stats: Arc::default(),
+            link: Arc::default(),
+            tracer,
+            commands: CommandQueue::new()?,
+            inbound: vec![0; INBOUND_COPY],
+            rx_copy: vec![0; 65536],
+            rx_completions: Vec::new(),
+            sections_held: 0,
+        })
+    }
+
+    fn trace_nvsp(&self, dir: Dir, m: &NvspMessage<'_>, bytes: &[u8]) {
+        let Some(t) = &self.tracer else { return };
+        if matches!(
+            m,
+            NvspMessage::SendRndisPacket(p) if p.channel_type.get() == nw::CHANNEL_TYPE_DATA
+        ) || matches!(m, NvspMessage::SendRndisPacketComplete(_))
+        {
+            if !t.wants_data() {
+                return;
+            }
+        }
+        let mut fields = serde_json::Map::new();
+        m.visit_fields(&mut |name, v| {
+            fields.insert(name.into(), crate::trace::nvsp_field(v));
+        });
+        t.record(dir, self.relid, "nvsp", m.name(), fields, bytes);
+    }
+
+    /// Publishes written packets and signals the host if the rules say so.
+    pub(crate) fn commit(&mut self) -> Result<(), GuestError> {
+        if self.writer.commit()? {
+            self.to_host.signal();
+        }
+        Ok(())
+    }
+
+    /// Writes one NVSP message in-band, with a completion requested if `completion`.
+    /// Returns the transaction id.
+    pub(crate) fn send_nvsp(
+        &mut self,
+        msg: &NvspMessage<'_>,
+        completion: bool,
+    ) -> Result<u64, GuestError> {
+        let mut buf = [0u8; nw::V6_1_MESSAGE_SIZE];
+        let n = msg.emit_padded(&mut buf, nw::V6_1_MESSAGE_SIZE)?;
+        self.trace_nvsp(Dir::Tx, msg, &buf[..n]);
+        let id = tag::REQUEST | self.next_request;
+        self.next_request += 1;
+        let pkt = OutgoingPacket {
+            packet_type: PacketType::DATA_INBAND,
+            flags: if completion { COMPLETION_REQUESTED } else { 0 },
+            transaction_id: if completion { id } else { u64::MAX - 2 },
+            header: &[],
+            payload: &[&buf[..n]],
+        };
+        self.write_blocking(&pkt)?;
+        self.commit()?;
+        Ok(id)
+    }
+
+    /// Writes a packet, waiting (bounded) for ring space: for control traffic only.
+    fn write_blocking(&mut self, pkt: &OutgoingPacket<'_>) -> Result<(), GuestError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            match self.writer.write(pkt) {
+                Ok(()) => return Ok(()),
+                Err(WriteError::Full { .. }) if Instant::now() < deadline => {
+                    self.commit()?;
+                    self.poll_rx(BUDGET)?;
+                    self.from_host.wait(Some(Duration::from_millis(10)));
+                }
+                Err(WriteError::Full { .. }) => {
+                    return Err(GuestError::Timeout("ring space for a control message"));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sends an NVSP request and waits for its completion's payload.
+    pub(crate) fn nvsp_request(
+        &mut self,
+        msg: &NvspMessage<'_>,
+        what: &'static str,
+    ) -> Result<Vec<u8>, GuestError> {
+        let id = self.send_nvsp(msg, true)?;
+        self.wait(what, |d| d.done_requests.remove(&id))
+    }
+
+    /// Polls the inbound ring until `take` yields, or times out.
+    fn wait<T>(
+        &mut self,
+        what: &'static str,
+        mut take: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Result<T, GuestError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            if let Some(t) = take(self) {
+                return Ok(t);
+            }
+            if Instant::now() >= deadline {
+                return Err(GuestError::Timeout(what));
+            }
+            self.poll_rx(BUDGET)?;
+            self.flush_rx_completions()?;
+            self.commit()?;
+            if let Some(t) = take(self) {
+                return Ok(t);
+            }
+            self.from_host.wait(Some(Duration::from_millis(20)));
+        }
+    }
+
+    /// Sends an RNDIS control message (GPA direct, channel type 1, §4.7) without waiting.
+    fn send_rndis_control(&mut self, message: &[u8]) -> Result<(), GuestError> {
+        let slot = self
+            .control
+            .alloc()
+            .ok_or(GuestError::Timeout("a free control buffer"))?;
+        if message.len() > self.control.slot_size() {
+            self.control.release(slot);
+            return Err(GuestError::Protocol("RNDIS control message too large".into()));
+        }
+        self.control.write(slot, 0, message);
+        rndis_io::trace_rndis(self.tracer.as_deref(), Dir::Tx, self.relid, message);
+        let gpa = self.control.gpa(slot, 0);
+        let pfns = [gpa / 4096];
+        let ranges = [GpaRangeSpec {
+            byte_count: message.len() as u32,
+            byte_offset: (gpa % 4096) as u32,
+            pfns: &pfns,
+        }];
+        let mut header = [0u8; 64];
+        let hlen = packet::write_gpa_direct_header(&mut header, &ranges, packet::MAX_GPA_RANGES)?;
+        let msg = NvspMessage::SendRndisPacket(nw::SendRndisPacket {
+            channel_type: U32::new(nw::CHANNEL_TYPE_CONTROL),
+            section_index: U32::new(nw::NO_SECTION),
+            section_size: U32::ZERO,
+        });
+        let mut buf = [0u8; nw::V6_1_MESSAGE_SIZE];
+        let n = msg.emit_padded(&mut buf, nw::V6_1_MESSAGE_SIZE)?;
+        self.trace_nvsp(Dir::Tx, &msg, &buf[..n]);
+        let pkt = OutgoingPacket {
+            packet_type: PacketType::DATA_USING_GPA_DIRECT,
+            flags: COMPLETION_REQUESTED,
+            transaction_id: tag::CONTROL | u64::from(slot),
+            header: &header[..hlen],
+            payload: &[&buf[..n]],
+        };
+        if let Err(e) = self.write_blocking(&pkt) {
+            self.control.release(slot);
+            return Err(e);
+        }
+        self.commit()
+    }
+
+    /// Sends an RNDIS control request and waits for the reply with its request id.
+    pub(crate) fn rndis_request(
+        &mut self,
+        message: &[u8],
+        request_id: u32,
+        what: &'static str,
+    ) -> Result<Vec<u8>, GuestError> {
+        self.replies.insert(request_id, ReplySlot::Waiting(None));
+        self.send_rndis_control(message)?;
+        let r = self.wait(what, |d| match d.replies.get_mut(&request_id) {
+            Some(ReplySlot::Waiting(r)) => r.take(),
+            _ => None,
+        });
+        self.replies.remove(&request_id);
+        r
+    }
+
+    /// Drains up to `budget` packets from the inbound ring. Returns how many.
+    pub(crate) fn poll_rx(&mut self, budget: usize) -> Result<usize, GuestError> {
+        let mut n = 0;
+        let mut inbound = std::mem::take(&mut self.inbound);
+        while n < budget {
+            let pkt = match self.reader.read(&mut inbound) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) if e.is_fatal() => {
+                    self.inbound = inbound;
+                    return Err(GuestError::Ring(e.to_string()));
+                }
+                Err(_) => {
+                    self.stats.rx_bad_messages.fetch_add(1, Ordering::Relaxed);
+                    n += 1;
+                    continue;
+                }
+            };
+            n += 1;
+            let (ty, id) = (pkt.packet_type, pkt.transaction_id);
+            match ty {
+                PacketType::COMP => self.on_completion(id, pkt.payload),
+                PacketType::DATA_USING_XFER_PAGES => {
+                    let status = self.on_transfer_pages(pkt.header, pkt.payload);
+                    self.rx_completions.push((id, status));
+                }
+                PacketType::DATA_INBAND => self.on_inband(pkt.payload),
+                _ => {
+                    self.stats.unsupported_packets.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.inbound = inbound;
+        if self.reader.commit()? {
+            self.to_host.signal();
+        }
+        Ok(n)
+    }
+
+    fn on_completion(&mut self, id: u64, payload: &[u8]) {
+        let index = (id & 0xFFFF_FFFF) as u32;
+        let known = match id & tag::MASK {
+            tag::SECTION => self.send.as_mut().is_some_and(|(s, _)| s.release(index)),
+            tag::STAGING => self.staging.release(index),
+            tag::CONTROL => self.control.release(index),
+            tag::REQUEST => {
+                if let Ok(m) = NvspMessage::parse_completion(payload) {
+                    self.trace_nvsp(Dir::Rx, &m, payload);
+                }
+                self.done_requests.insert(id, payload.to_vec());
+                true
+            }
+            _ => false,
+        };
+        if !known {
+            self.stats.bad_completions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_inband(&mut self, payload: &[u8]) {
+        match NvspMessage::parse(payload) {
+            Ok(m) => {
+                self.trace_nvsp(Dir::Rx, &m, payload);
+                // VF association, data-path notices and send tables are recorded by the
+                // features that use them; nothing here needs an answer (§4.9).
+            }
+            Err(_) => {
+                self.stats.rx_bad_messages.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Handles one transfer-page packet; returns the NVSP status for its completion.
+    fn on_transfer_pages(&mut self, header: &[u8], payload: &[u8]) -> u32 {
+        self.stats.rx_xfer_packets.fetch_add(1, Ordering::Relaxed);
+        let bad = |d: &Self| {
+            d.stats.rx_bad_messages.fetch_add(1, Ordering::Relaxed);
+            nvsp::status::FAIL
+        };
+        match NvspMessage::parse(payload) {
+            Ok(m @ NvspMessage::SendRndisPacket(_)) => self.trace_nvsp(Dir::Rx, &m, payload),
+            _ => return bad(self),
+        }
+        let Ok((pageset, ranges)) = packet::parse_transfer_pages(header) else {
+            return bad(self);
+        };
+        let Some(recv) = self.recv.as_ref() else {
+            return bad(self);
+        };
+        if pageset != nw::RECEIVE_BUFFER_ID {
+            return bad(self);
+        }
+        let (buf_len, section) = (recv.region.len() as u64, recv.section_size as u64);
+        let ranges: Vec<(usize, usize)> = ranges
+            .iter()
+            .map(|r| (r.byte_offset as usize, r.byte_count as usize))
+            .collect();
+        self.sections_held += ranges.len() as u64;
+        self.stats.note_sections_held(self.sections_held);
+        let mut status = nvsp::status::SUCCESS;
+        for (offset, count) in ranges {
+            // §14: offset ≤ buf, count ≤ buf − offset, count ≤ section.
+            if offset as u64 > buf_len
+                || count as u64 > buf_len - offset as u64
+                || count as u64 > section
+                || count > self.rx_copy.len()
+            {
+                status = bad(self);
+                continue;
+            }
+            let mut copy = std::mem::take(&mut self.rx_copy);
+            self.recv
+                .as_ref()
+                .expect("checked")
+                .region
+                .read(offset, &mut copy[..count]);
+            if !self.on_rndis_message(&copy[..count]) {
+                status = nvsp::status::FAIL;
+            }
+            self.rx_copy = copy;
+        }
+        status
+    }
+
+    /// Handles one RNDIS message from the host; false if it failed validation.
+    fn on_rndis_message(&mut self, msg: &[u8]) -> bool {
+        match rndis_io::classify(msg) {
+            Ok(rndis_io::Incoming::Packet(frame)) => {
+                self.deliver(frame);
+                true
+            }
+            Ok(rndis_io::Incoming::Reply { request_id }) => {
+                rndis_io::trace_rndis(self.tracer.as_deref(), Dir::Rx, self.relid, msg);
+                match self.replies.remove(&request_id) {
+                    Some(ReplySlot::Waiting(_)) => {
+                        self.replies
+                            .insert(request_id, ReplySlot::Waiting(Some(msg.to_vec())));
+                    }
+                    Some(ReplySlot::Sender(s)) => {
+                        let _ = s.send(Ok(msg.to_vec()));
+                    }
+                    None => {
+                        self.stats.bad_completions.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                true
+            }
+            Ok(rndis_io::Incoming::Link(up)) => {
+                rndis_io::trace_rndis(self.tracer.as_deref(), Dir::Rx, self.relid, msg);
+                self.set_link(up);
+                true
+            }
+            Ok(rndis_io::Incoming::Keepalive { request_id }) => {
+                rndis_io::trace_rndis(self.tracer.as_deref(), Dir::Rx, self.relid, msg);
+                self.stats.keepalives.fetch_add(1, Ordering::Relaxed);
+                let reply = rndis_io::keepalive_complete(request_id);
+                let _ = self.send_rndis_control(&reply);
+                true
+            }
+            Ok(rndis_io::Incoming::Ignored) => {
+                rndis_io::trace_rndis(self.tracer.as_deref(), Dir::Rx, self.relid, msg);
+                true
+            }
+            Err(_) => {
+                self.stats.rx_bad_messages.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    pub(crate) fn set_link(&mut self, up: bool) {
+        if self.link.up.swap(up, Ordering::Relaxed) != up {
+            self.stats.link_changes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(up, "link state changed by the host");
+        }
+        if let Some(tap) = &self.tap
+            && let Err(e) = tap.set_carrier(up)
+        {
+            tracing::warn!("cannot set carrier: {e}");
+        }
+    }
+
+    /// Hands a received frame to the kernel.
+    fn deliver(&mut self, frame: &[u8]) {
+        let Some(tap) = &self.tap else {
+            self.stats.rx_tap_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let hdr = [0u8; VNET_HDR_LEN];
+        match tap.write(&[IoSlice::new(&hdr), IoSlice::new(frame)]) {
+            Ok(true) => {
+                self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .rx_bytes
+                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
+            }
+            _ => {
+                self.stats.rx_tap_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Writes the receive completions collected so far; keeps those that do not fit.
+    pub(crate) fn flush_rx_completions(&mut self) -> Result<(), GuestError> {
+        let mut written = 0;
+        for &(id, status) in &self.rx_completions {
+            let mut buf = [0u8; nw::RECEIVE_COMPLETION_SIZE];
+            NvspMessage::SendRndisPacketComplete(nw::SendRndisPacketComplete {
+                status: U32::new(status),
+            })
+            .emit_padded(&mut buf, nw::RECEIVE_COMPLETION_SIZE)?;
+            let pkt = OutgoingPacket {
+                packet_type: PacketType::COMP,
+                flags: 0,
+                transaction_id: id,
+                header: &[],
+                payload: &[&buf],
+            };
+            match self.writer.write(&pkt) {
+                Ok(()) => written += 1,
+                Err(WriteError::Full { .. }) => {
+                    self.stats.rx_comp_busy.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.rx_completions.drain(..written);
+        self.sections_held = self.sections_held.saturating_sub(written as u64);
+        Ok(())
+    }
+
+    /// Sends the open section (if any). False if it had to wait for ring space.
+    fn flush_section(&mut self) -> Result<bool, GuestError> {
+        match self.open_section.take() {
+            Some(open) => self.send(Send::Section(open)),
+            None => Ok(self.blocked.is_empty()),
+        }
+    }
+
+    /// Sends now if nothing waits before it and the ring has room, else queues it
+    /// behind the waiting sends. False if it waits.
+    fn send(&mut self, s: Send) -> Result<bool, GuestError> {
+        if !self.blocked.is_empty() {
+            self.blocked.push_back(s);
+            return Ok(false);
+        }
+        match self.try_send(s)? {
+            None => Ok(true),
+            Some(s) => {
+                self.stats.tx_busy.fetch_add(1, Ordering::Relaxed);
+                self.blocked.push_back(s);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Retries waiting sends in order; true if none is left waiting.
+    fn retry_blocked(&mut self) -> Result<bool, GuestError> {
+        while let Some(s) = self.blocked.pop_front() {
+            if let Some(s) = self.try_send(s)? {
+                self.blocked.push_front(s);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes one send to the ring; gives it back if the ring is full.
+    fn try_send(&mut self, s: Send) -> Result<Option<Send>, GuestError> {
+        let msg;
+        let mut header = [0u8; 24 + 8 + 8 * 20];
+        let mut hlen = 0;
+        let (packet_type, transaction_id) = match &s {
+            Send::Section(open) => {
+                msg = NvspMessage::SendRndisPacket(nw::SendRndisPacket {
+                    channel_type: U32::new(nw::CHANNEL_TYPE_DATA),
+                    section_index: U32::new(open.index),
+                    section_size: U32::new(open.used as u32),
+                });
+                (PacketType::DATA_INBAND, tag::SECTION | u64::from(open.index))
+            }
+            Send::Staging { slot, start, len } => {
+                let gpa = self.staging.gpa(*slot, *start);
+                let offset = (gpa % 4096) as u32;
+                let pages = (offset as usize + len).div_ceil(4096) as u64;
+                let pfns: Vec<u64> = (0..pages).map(|i| gpa / 4096 + i).collect();
+                let ranges = [GpaRangeSpec {
+                    byte_count: *len as u32,
+                    byte_offset: offset,
+                    pfns: &pfns,
+                }];
+                hlen = packet::write_gpa_direct_header(&mut header, &ranges, packet::MAX_GPA_RANGES)?;
+                msg = NvspMessage::SendRndisPacket(nw::SendRndisPacket {
+                    channel_type: U32::new(nw::CHANNEL_TYPE_DATA),
+                    section_index: U32::new(nw::NO_SECTION),
+                    section_size: U32::ZERO,
+                });
+                (PacketType::DATA_USING_GPA_DIRECT, tag::STAGING | u64::from(*slot))
+            }
+        };
+        let mut buf = [0u8; nw::V6_1_MESSAGE_SIZE];
+        let n = msg.emit_padded(&mut buf, nw::V6_1_MESSAGE_SIZE)?;
+        let pkt = OutgoingPacket {
+            packet_type,
+            flags: COMPLETION_REQUESTED,
+            transaction_id,
+            header: &header[..hlen],
+            payload: &[&buf[..n]],
+        };
+        match self.writer.write(&pkt) {
+            Ok(()) => {
+                self.trace_nvsp(Dir::Tx, &msg, &buf[..n]);
+                if matches!(s, Send::Section(_)) {
+                    self.stats.tx_sections.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(None)
+            }
+            Err(WriteError::Full { .. }) => Ok(Some(s)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Moves up to `budget` frames from the TAP to the host. Returns how many.
+    pub(crate) fn poll_tx(&mut self, budget: usize) -> Result<usize, GuestError> {
+        if !self.retry_blocked()? {
+            return Ok(0);
+        }
+        let mut n = 0;
+        while n < budget {
+            let Some(slot) = self.staging.alloc() else {
+                self.stats.stop_queue.fetch_add(1, Ordering::Relaxed);
+                break;
+            };
+            let read = {
+                let Some(tap) = self.tap.as_ref() else {
+                    self.staging.release(slot);
+                    break;
+                };
+                let buf = self.staging.slice_mut(slot, HEADROOM, STAGING_SLOT - HEADROOM);
+                // SAFETY-free reborrow dance: the TAP reads straight into guest memory.
+                let ptr = buf.as_mut_ptr();
+                let len = buf.len();
+                // SAFETY: ptr/len come from the slice above, which is ours alone.
+                tap.read(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+            };
+            let got = match read {
+                Ok(Some(got)) if got > VNET_HDR_LEN => got,
+                Ok(Some(_)) => {
+                    self.staging.release(slot);
+                    continue;
+                }
+                Ok(None) => {
+                    self.staging.release(slot);
+                    break;
+                }
+                Err(e) => {
+                    self.staging.release(slot);
+                    return Err(GuestError::Tap(e));
+                }
+            };
+            n += 1;
+            let frame_start = HEADROOM + VNET_HDR_LEN;
+            let frame_len = got - VNET_HDR_LEN;
+            let vnet = {
+                let mut h = [0u8; VNET_HDR_LEN];
+                h.copy_from_slice(self.staging.slice_mut(slot, HEADROOM, VNET_HDR_LEN));
+                crate::tap::VnetHdr::parse(&h)
+            };
+            if vnet.flags & crate::tap::VNET_HDR_F_NEEDS_CSUM != 0 {
+                let frame = self.staging.slice_mut(slot, frame_start, frame_len);
+                let _ = netpkt::checksum::complete_partial_checksum(
+                    frame,
+                    usize::from(vnet.csum_start),
+                    usize::from(vnet.csum_offset),
+                );
+            }
+            let mut hdr = [0u8; rndis_io::MAX_PACKET_HEADER];
+            let hlen = rndis_io::packet_header(&mut hdr, frame_len);
+            self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .tx_bytes
+                .fetch_add(frame_len as u64, Ordering::Relaxed);
+            let msg_len = (hlen + frame_len).next_multiple_of(8);
+            let section_size = nw::SEND_SECTION_SIZE as usize;
+            if msg_len < section_size
+                && self.copy_into_section(slot, &hdr[..hlen], frame_start, frame_len)?
+            {
+                self.staging.release(slot);
+                self.stats.tx_send_buffer.fetch_add(1, Ordering::Relaxed);
+                if !self.blocked.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            if frame_len > STAGING_SLOT - HEADROOM - VNET_HDR_LEN {
+                self.staging.release(slot);
+                self.stats.tx_too_big.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            // Page-buffer path; the open section goes first to keep the order.
+            let start = frame_start - hlen;
+            self.staging.write(slot, start, &hdr[..hlen]);
+            self.stats.tx_page_buffer.fetch_add(1, Ordering::Relaxed);
+            let section_sent = self.flush_section()?;
+            if !self.send(Send::Staging {
+                slot,
+                start,
+                len: hlen + frame_len,
+            })? || !section_sent
+            {
+                break;
+            }
+        }
+        if self.blocked.is_empty() {
+            self.flush_section()?;
+        }
+        Ok(n)
+    }
+
+    /// Copies a frame (with its RNDIS header) into the open section, opening a new one
+    /// when needed. False if no section is free (the caller sends a page buffer).
+    fn copy_into_section(
+        &mut self,
+        slot: u32,
+        header: &[u8],
+        frame_start: usize,
+        frame_len: usize,
+    ) -> Result<bool, GuestError> {
+        let msg_len = (header.len() + frame_len).next_multiple_of(8);
+        let section_size = nw::SEND_SECTION_SIZE as usize;
+        if let Some(open) = &self.open_section
+            && (open.used + msg_len > section_size || open.packets >= self.max_pkt_per_msg)
+        {
+            // Sent now or queued in order behind earlier sends; either way it is gone.
+            self.flush_section()?;
+        }
+        if self.open_section.is_none() {
+            let Some((pool, _)) = self.send.as_mut() else {
+                return Ok(false);
+            };
+            let Some(index) = pool.alloc() else {
+                self.stats.tx_send_full.fetch_add(1, Ordering::Relaxed);
+                return Ok(false);
+            };
+            self.open_section = Some(OpenSection {
+                index,
+                used: 0,
+                packets: 0,
+            });
+        }
+        let open = self.open_section.as_mut().expect("opened above");
+        let (pool, _) = self.send.as_ref().expect("has a send buffer");
+        // The message length counts the pad, so the host can walk the batch (§4.7).
+        let mut hdr = header.to_vec();
+        rndis_io::set_message_length(&mut hdr, msg_len as u32);
+        pool.write(open.index, open.used, &hdr);
+        // SAFETY: both are guest memory we own; the staging slot is not lent.
+        let frame = unsafe {
+            std::slice::from_raw_parts(self.staging.ptr(slot, frame_start), frame_len)
+        };
+        pool.write(open.index, open.used + hdr.len(), frame);
+        let pad = msg_len - hdr.len() - frame_len;
+        if pad > 0 {
+            pool.write(open.index, open.used + hdr.len() + frame_len, &[0u8; 8][..pad]);
+        }
+        open.used += msg_len;
+        open.packets += 1;
+        Ok(true)
+    }
+
+    /// The data path: runs until `stop` is set or the channel breaks.
+    pub fn run_until(&mut self, stop: Arc<AtomicBool>) -> Result<(), GuestError> {
+        loop {
+            if stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            self.reader.mask_interrupts();
+            let rx = self.poll_rx(BUDGET)?;
+            self.flush_rx_completions()?;
+            let tx = self.poll_tx(BUDGET)?;
+            self.commit()?;
+            self.run_commands()?;
+            if rx == BUDGET || tx == BUDGET {
+                continue;
+            }
+            if self.reader.unmask_interrupts()? {
+                continue;
+            }
+            let tap_ready = self.blocked.is_empty() && self.staging.free_count() > 0;
+            let from_host = self.from_host.as_fd();
+            let wake = self.commands.wake.as_fd();
+            let ready = match (&self.tap, tap_ready) {
+                (Some(tap), true) => {
+                    wait_any(&[from_host, wake, tap.as_fd()], Some(Duration::from_secs(1)))
+                }
+                _ => wait_any(&[from_host, wake], Some(Duration::from_secs(1))),
+            }
+            .unwrap_or(0);
+            if ready & 1 != 0 {
+                self.from_host.consume();
+            }
+            if ready & 2 != 0 {
+                self.commands.wake.consume();
+            }
+        }
+    }
+
+    /// Sends RNDIS HALT (no reply, §4.14).
+    pub(crate) fn send_halt(&mut self, request_id: u32) -> Result<(), GuestError> {
+        self.send_rndis_control(&rndis_io::halt(request_id))
+    }
+
+    /// Processes host traffic until every send is completed and no receive completion
+    /// is owed, or `timeout` passes.
+    pub(crate) fn drain(&mut self, timeout: Duration) -> Result<(), GuestError> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            self.poll_rx(BUDGET)?;
+            self.flush_rx_completions()?;
+            self.retry_blocked()?;
+            self.commit()?;
+            let sends_out = self.send.as_ref().is_some_and(|(p, _)| p.free_count() < p.count() as usize)
+                || self.staging.free_count() < self.staging.count() as usize
+                || self.control.free_count() < self.control.count() as usize;
+            if !sends_out && self.rx_completions.is_empty() && self.blocked.is_empty() {
+                return Ok(());
+            }
+            self.from_host.wait(Some(Duration::from_millis(10)));
+        }
+        Err(GuestError::Timeout("completion of outstanding sends"))
+    }
+
+    fn run_commands(&mut self) -> Result<(), GuestError> {
+        let commands = std::mem::take(&mut *self.commands.queue.lock().unwrap());
+        for c in commands {
+            match c {
+                Command::Rndis {
+                    message,
+                    request_id,
+                    reply,
+                } => {
+                    self.replies.insert(request_id, ReplySlot::Sender(reply));
+                    if let Err(e) = self.send_rndis_control(&message) {
+                        if let Some(ReplySlot::Sender(s)) = self.replies.remove(&request_id) {
+                            let _ = s.send(Err(e));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
