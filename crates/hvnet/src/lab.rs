@@ -127,9 +127,21 @@ impl Drop for Lab {
     }
 }
 
+/// Shows progress: rewritten in place on a terminal, a line every 2 s otherwise.
 fn progress(msg: &str) {
-    eprint!("\r\x1b[K{msg}");
-    let _ = std::io::stderr().flush();
+    use std::io::IsTerminal;
+    use std::sync::Mutex;
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[K{msg}");
+        let _ = std::io::stderr().flush();
+        return;
+    }
+    let mut last = LAST.lock().unwrap();
+    if !msg.is_empty() && last.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+        eprintln!("{msg}");
+        *last = Some(Instant::now());
+    }
 }
 
 fn wait_for(what: &str, lab: &mut Lab, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {

@@ -1,14 +1,14 @@
 //! Ctrl-C and termination: a flag that long-running commands poll, so that they can
 //! clean up (namespaces, TAPs, children) instead of dying mid-way.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
-static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_signal(sig: libc::c_int) {
+
+extern "C" fn on_signal(_sig: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
-    SIGNAL.store(sig, Ordering::SeqCst);
+
 }
 
 /// Installs handlers for SIGINT, SIGTERM and SIGHUP that set the stop flag.
@@ -34,10 +34,3 @@ pub fn flag() -> &'static AtomicBool {
     &STOP
 }
 
-/// The signal that stopped us, if any.
-pub fn signal() -> Option<i32> {
-    match SIGNAL.load(Ordering::SeqCst) {
-        0 => None,
-        s => Some(s),
-    }
-}

@@ -142,7 +142,10 @@ pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, len: u32)
 /// RFC 1624 eqn. 3: the checksum after a 16-bit word covered by `check` changes from `old`
 /// to `new`.
 pub fn update_u16(check: u16, old: u16, new: u16) -> u16 {
-    !fold(add32(add32(u32::from(!check), u32::from(!old)), u32::from(new)))
+    !fold(add32(
+        add32(u32::from(!check), u32::from(!old)),
+        u32::from(new),
+    ))
 }
 
 /// As [`update_u16`], for an aligned 32-bit field (two words).
@@ -154,8 +157,18 @@ pub fn update_u32(check: u16, old: u32, new: u32) -> u16 {
 /// The pseudo-header sum for the L4 segment of a parsed frame, `len` bytes long.
 pub(crate) fn pseudo_header(l3: &L3, protocol: u8, len: usize) -> Option<u32> {
     match *l3 {
-        L3::Ipv4 { src, dst, .. } => Some(pseudo_header_v4(src, dst, protocol, u16::try_from(len).ok()?)),
-        L3::Ipv6 { src, dst, .. } => Some(pseudo_header_v6(src, dst, protocol, u32::try_from(len).ok()?)),
+        L3::Ipv4 { src, dst, .. } => Some(pseudo_header_v4(
+            src,
+            dst,
+            protocol,
+            u16::try_from(len).ok()?,
+        )),
+        L3::Ipv6 { src, dst, .. } => Some(pseudo_header_v6(
+            src,
+            dst,
+            protocol,
+            u32::try_from(len).ok()?,
+        )),
         L3::Other => None,
     }
 }
@@ -178,23 +191,42 @@ fn l4_span(info: &FrameInfo) -> Result<L4Span, ChecksumError> {
     let (protocol, field_in_header) = match info.l4 {
         L4::Tcp { .. } => (L4Protocol::Tcp, wire::tcp::CHECKSUM.start),
         L4::Udp { .. } => (L4Protocol::Udp, wire::udp::CHECKSUM.start),
-        _ => return Err(ChecksumError::NotTcpOrUdp { protocol: info.l3.protocol() }),
+        _ => {
+            return Err(ChecksumError::NotTcpOrUdp {
+                protocol: info.l3.protocol(),
+            });
+        }
     };
-    let start = info.l4_offset.ok_or(ChecksumError::NotTcpOrUdp { protocol: info.l3.protocol() })?;
-    Ok(L4Span { protocol, start, end: info.ip_end, field: start + field_in_header })
+    let start = info.l4_offset.ok_or(ChecksumError::NotTcpOrUdp {
+        protocol: info.l3.protocol(),
+    })?;
+    Ok(L4Span {
+        protocol,
+        start,
+        end: info.ip_end,
+        field: start + field_in_header,
+    })
 }
 
 /// Sum of the pseudo-header and the L4 segment with its checksum field taken as zero.
-fn l4_sum_without_field(frame: &[u8], info: &FrameInfo, span: &L4Span) -> Result<u32, ChecksumError> {
+fn l4_sum_without_field(
+    frame: &[u8],
+    info: &FrameInfo,
+    span: &L4Span,
+) -> Result<u32, ChecksumError> {
     let proto_num = match span.protocol {
         L4Protocol::Tcp => proto::TCP,
         L4Protocol::Udp => proto::UDP,
     };
     let segment = frame
         .get(span.start..span.end)
-        .ok_or(ChecksumError::NotTcpOrUdp { protocol: Some(proto_num) })?;
-    let pseudo = pseudo_header(&info.l3, proto_num, segment.len())
-        .ok_or(ChecksumError::NotTcpOrUdp { protocol: Some(proto_num) })?;
+        .ok_or(ChecksumError::NotTcpOrUdp {
+            protocol: Some(proto_num),
+        })?;
+    let pseudo =
+        pseudo_header(&info.l3, proto_num, segment.len()).ok_or(ChecksumError::NotTcpOrUdp {
+            protocol: Some(proto_num),
+        })?;
     // The field sits at an even offset in the segment, so the pieces sum independently.
     let rel = span.field - span.start;
     let before = segment.get(..rel).unwrap_or(&[]);
@@ -223,7 +255,10 @@ pub fn fill_l4_checksum(frame: &mut [u8]) -> Result<L4Protocol, ChecksumError> {
 }
 
 /// As [`fill_l4_checksum`], for a frame already parsed into `info`.
-pub fn fill_l4_checksum_parsed(frame: &mut [u8], info: &FrameInfo) -> Result<L4Protocol, ChecksumError> {
+pub fn fill_l4_checksum_parsed(
+    frame: &mut [u8],
+    info: &FrameInfo,
+) -> Result<L4Protocol, ChecksumError> {
     let span = l4_span(info)?;
     let mut c = finish(l4_sum_without_field(frame, info, &span)?);
     if span.protocol == L4Protocol::Udp && c == 0 {
@@ -240,7 +275,10 @@ pub fn verify_l4_checksum(frame: &[u8]) -> Result<ChecksumStatus, ChecksumError>
 }
 
 /// As [`verify_l4_checksum`], for a frame already parsed into `info`.
-pub fn verify_l4_checksum_parsed(frame: &[u8], info: &FrameInfo) -> Result<ChecksumStatus, ChecksumError> {
+pub fn verify_l4_checksum_parsed(
+    frame: &[u8],
+    info: &FrameInfo,
+) -> Result<ChecksumStatus, ChecksumError> {
     let span = l4_span(info)?;
     let found = read_field(frame, span.field);
     let is_udp = span.protocol == L4Protocol::Udp;
@@ -266,8 +304,12 @@ pub fn verify_l4_checksum_parsed(frame: &[u8], info: &FrameInfo) -> Result<Check
 fn ipv4_header_range(frame: &[u8]) -> Result<(usize, usize), ChecksumError> {
     let info = parse_frame(frame)?;
     match info.l3 {
-        L3::Ipv4 { header_len, .. } => Ok((info.l3_offset, info.l3_offset + usize::from(header_len))),
-        _ => Err(ChecksumError::NotIpv4 { ethertype: info.ethertype }),
+        L3::Ipv4 { header_len, .. } => {
+            Ok((info.l3_offset, info.l3_offset + usize::from(header_len)))
+        }
+        _ => Err(ChecksumError::NotIpv4 {
+            ethertype: info.ethertype,
+        }),
     }
 }
 
@@ -281,7 +323,9 @@ pub fn fill_ipv4_header_checksum(frame: &mut [u8]) -> Result<(), ChecksumError> 
 /// Whether the IPv4 header checksum of an Ethernet frame is correct.
 pub fn verify_ipv4_header_checksum(frame: &[u8]) -> Result<bool, ChecksumError> {
     let (start, end) = ipv4_header_range(frame)?;
-    Ok(frame.get(start..end).is_some_and(|h| fold(sum(h, 0)) == 0xFFFF))
+    Ok(frame
+        .get(start..end)
+        .is_some_and(|h| fold(sum(h, 0)) == 0xFFFF))
 }
 
 /// Stores the checksum of the IPv4 header in `frame[start..end]` (no-op if out of bounds).
@@ -298,9 +342,17 @@ pub(crate) fn fill_ipv4_header_checksum_at(frame: &mut [u8], start: usize, end: 
 /// field at `csum_start + csum_offset` already holds the folded pseudo-header sum; the bytes
 /// from `csum_start` to the end of the frame, the field included, are summed, complemented
 /// and stored there. A result of 0 is stored as 0xFFFF (equivalent for TCP, required for UDP).
-pub fn complete_partial_checksum(frame: &mut [u8], csum_start: usize, csum_offset: usize) -> Result<(), ChecksumError> {
+pub fn complete_partial_checksum(
+    frame: &mut [u8],
+    csum_start: usize,
+    csum_offset: usize,
+) -> Result<(), ChecksumError> {
     let len = frame.len();
-    let err = ChecksumError::OffsetOutOfRange { csum_start, csum_offset, len };
+    let err = ChecksumError::OffsetOutOfRange {
+        csum_start,
+        csum_offset,
+        len,
+    };
     let field = csum_start.checked_add(csum_offset).ok_or(err)?;
     if field.checked_add(2).is_none_or(|end| end > len) {
         return Err(err);
@@ -342,8 +394,8 @@ mod tests {
     fn ipv4_header_known_value() {
         // A well-known sample header whose checksum is 0xb861.
         let mut h = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0,
-            0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
         ];
         assert_eq!(finish(sum(&h, 0)), 0xb861);
         h[10] = 0xb8;
@@ -353,20 +405,28 @@ mod tests {
 
     #[test]
     fn odd_lengths_and_tails() {
-        let data: [u8; 23] = core::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(0xA5));
+        let data: [u8; 23] =
+            core::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(0xA5));
         for len in 0..=data.len() {
             for initial in [0, 1, 0xFFFF, 0x1_2345, u32::MAX] {
-                assert_eq!(fold(sum(&data[..len], initial)), naive(&data[..len], initial), "len {len}");
+                assert_eq!(
+                    fold(sum(&data[..len], initial)),
+                    naive(&data[..len], initial),
+                    "len {len}"
+                );
             }
         }
-        assert_eq!(fold(sum(&[0xFF; 4096], u32::MAX)), naive(&[0xFF; 4096], u32::MAX));
+        assert_eq!(
+            fold(sum(&[0xFF; 4096], u32::MAX)),
+            naive(&[0xFF; 4096], u32::MAX)
+        );
     }
 
     #[test]
     fn incremental_update_matches_recompute() {
         let mut h = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0,
-            0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
         ];
         // TTL 64 → 63: the word at 8 changes 0x4011 → 0x3f11.
         let c = update_u16(0xb861, 0x4011, 0x3f11);
@@ -382,7 +442,12 @@ mod tests {
 
     #[test]
     fn pseudo_headers() {
-        let v4 = pseudo_header_v4(Ipv4Addr::new(192, 168, 0, 1), Ipv4Addr::new(192, 168, 0, 199), 17, 0x5f);
+        let v4 = pseudo_header_v4(
+            Ipv4Addr::new(192, 168, 0, 1),
+            Ipv4Addr::new(192, 168, 0, 199),
+            17,
+            0x5f,
+        );
         assert_eq!(v4, 0xc0a8 + 0x0001 + 0xc0a8 + 0x00c7 + 17 + 0x5f);
         let src: Ipv6Addr = "2001:db8::1".parse().unwrap();
         let dst: Ipv6Addr = "2001:db8::2".parse().unwrap();
@@ -412,7 +477,10 @@ mod tests {
         fill_ipv4_header_checksum(&mut f).unwrap();
         assert_eq!(verify_ipv4_header_checksum(&f), Ok(true));
         f[43] ^= 1;
-        assert!(matches!(verify_l4_checksum(&f), Ok(ChecksumStatus::Invalid { .. })));
+        assert!(matches!(
+            verify_l4_checksum(&f),
+            Ok(ChecksumStatus::Invalid { .. })
+        ));
         assert_eq!(verify_ipv4_header_checksum(&f), Ok(true));
         f[15] ^= 4;
         assert_eq!(verify_ipv4_header_checksum(&f), Ok(false));
@@ -420,8 +488,7 @@ mod tests {
 
     #[test]
     fn udp_zero_result_becomes_ffff() {
-        // Choose two payload bytes so that the true checksum is 0: fill with 0 payload, read
-        // the computed value c, then add c's complement... simpler: search.
+        // Search for a two-byte payload whose true checksum is 0.
         let mut found = false;
         for w in 0..=0xFFFFu16 {
             let mut f = udp4_frame(&w.to_be_bytes());
@@ -444,7 +511,12 @@ mod tests {
         let mut reference = f;
         fill_l4_checksum(&mut reference).unwrap();
         // Seed the field with the pseudo-header sum, as a TAP vnet_hdr packet has it.
-        let pseudo = pseudo_header_v4(Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2), 17, 16);
+        let pseudo = pseudo_header_v4(
+            Ipv4Addr::new(198, 18, 0, 1),
+            Ipv4Addr::new(198, 18, 0, 2),
+            17,
+            16,
+        );
         f[40..42].copy_from_slice(&fold(pseudo).to_be_bytes());
         // The frame ends at the IP packet's end for this to match.
         let mut trimmed = [0u8; 50];
@@ -453,7 +525,11 @@ mod tests {
         assert_eq!(&trimmed[40..42], &reference[40..42]);
         assert_eq!(
             complete_partial_checksum(&mut trimmed, 49, 0),
-            Err(ChecksumError::OffsetOutOfRange { csum_start: 49, csum_offset: 0, len: 50 })
+            Err(ChecksumError::OffsetOutOfRange {
+                csum_start: 49,
+                csum_offset: 0,
+                len: 50
+            })
         );
         assert!(complete_partial_checksum(&mut trimmed, usize::MAX, 2).is_err());
     }
@@ -465,10 +541,16 @@ mod tests {
         assert_eq!(verify_l4_checksum(&f), Err(ChecksumError::Fragmented));
         let mut f = udp4_frame(b"x");
         f[23] = 99;
-        assert_eq!(fill_l4_checksum(&mut f), Err(ChecksumError::NotTcpOrUdp { protocol: Some(99) }));
+        assert_eq!(
+            fill_l4_checksum(&mut f),
+            Err(ChecksumError::NotTcpOrUdp { protocol: Some(99) })
+        );
         let mut arp = [0u8; 60];
         arp[12] = 0x08;
         arp[13] = 0x06;
-        assert_eq!(fill_ipv4_header_checksum(&mut arp), Err(ChecksumError::NotIpv4 { ethertype: 0x0806 }));
+        assert_eq!(
+            fill_ipv4_header_checksum(&mut arp),
+            Err(ChecksumError::NotIpv4 { ethertype: 0x0806 })
+        );
     }
 }

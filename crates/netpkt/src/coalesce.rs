@@ -98,8 +98,9 @@ pub struct CoalescedFrame<'a> {
     pub frame: &'a [u8],
     /// Segments merged into it (1 for a frame passed through or a run of one).
     pub segments: u16,
-    /// Payload length of the first segment, the run's MSS (a `vnet_hdr` `gso_size`); 0 for
-    /// a frame that is not a TCP segment with payload.
+    /// Payload length of the first segment, the run's MSS (a `vnet_hdr` `gso_size`; every
+    /// segment but the last had exactly this much). 0 for a frame that could not take part
+    /// in a run (not TCP, flags other than ACK/ACK|PSH, no payload, bad checksum, ...).
     pub mss: u16,
     /// True when the TCP checksum field was left stale ([`TcpChecksumMode::LeaveStale`] and
     /// more than one segment); the data was verified if `verify_checksums` is on.
@@ -155,7 +156,8 @@ pub struct Coalescer<B> {
 impl Coalescer<alloc::boxed::Box<[u8]>> {
     /// A coalescer with its own reassembly buffer, sized for `config`.
     pub fn new(config: CoalesceConfig) -> Result<Self, CoalesceError> {
-        let buf = alloc::vec![0u8; MAX_L2_HEADER + usize::from(config.max_ip_len)].into_boxed_slice();
+        let buf =
+            alloc::vec![0u8; MAX_L2_HEADER + usize::from(config.max_ip_len)].into_boxed_slice();
         Self::with_buffer(buf, config)
     }
 }
@@ -178,14 +180,20 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Coalescer<B> {
             return Err(CoalesceError::ZeroMaxSegments);
         }
         if config.max_ip_len < 41 {
-            return Err(CoalesceError::MaxIpLenTooSmall { max_ip_len: config.max_ip_len });
+            return Err(CoalesceError::MaxIpLenTooSmall {
+                max_ip_len: config.max_ip_len,
+            });
         }
         let needed = MAX_L2_HEADER + usize::from(config.max_ip_len);
         let available = buf.as_ref().len();
         if available < needed {
             return Err(CoalesceError::BufferTooSmall { needed, available });
         }
-        Ok(Self { buf, config, run: None })
+        Ok(Self {
+            buf,
+            config,
+            run: None,
+        })
     }
 
     /// The configuration.
@@ -207,7 +215,12 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Coalescer<B> {
     pub fn push(&mut self, frame: &[u8], out: &mut impl FnMut(CoalescedFrame<'_>)) {
         let Some(seg) = self.eligible(frame) else {
             self.flush(out);
-            out(CoalescedFrame { frame, segments: 1, mss: 0, tcp_checksum_stale: false });
+            out(CoalescedFrame {
+                frame,
+                segments: 1,
+                mss: 0,
+                tcp_checksum_stale: false,
+            });
             return;
         };
         if self.run.is_some() && self.try_append(frame, &seg) {
@@ -220,7 +233,12 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Coalescer<B> {
         let mss = seg.payload_len as u16;
         let ends_run = seg.flags & tcp_flags::PSH != 0 || self.config.max_segments == 1;
         if ends_run || !self.start(frame, &seg) {
-            out(CoalescedFrame { frame, segments: 1, mss, tcp_checksum_stale: false });
+            out(CoalescedFrame {
+                frame,
+                segments: 1,
+                mss,
+                tcp_checksum_stale: false,
+            });
         }
     }
 
@@ -229,14 +247,21 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Coalescer<B> {
         let Some(run) = self.run.take() else { return };
         let stale = run.segments > 1 && self.config.tcp_checksum == TcpChecksumMode::LeaveStale;
         let buf = self.buf.as_mut();
-        let Some(frame) = buf.get_mut(..run.len) else { return };
+        let Some(frame) = buf.get_mut(..run.len) else {
+            return;
+        };
         if run.segments > 1 {
             let l3 = run.l3_offset;
             if run.is_v4 {
                 set_be16(frame, l3, ipv4::TOTAL_LEN, (run.len - l3) as u16);
                 fill_ipv4_header_checksum_at(frame, l3, l3 + run.ipv4_header_len);
             } else {
-                set_be16(frame, l3, ipv6::PAYLOAD_LEN, (run.len - l3 - ipv6::HEADER_LEN) as u16);
+                set_be16(
+                    frame,
+                    l3,
+                    ipv6::PAYLOAD_LEN,
+                    (run.len - l3 - ipv6::HEADER_LEN) as u16,
+                );
             }
             if run.psh {
                 let flags = frame.get(run.tcp_offset + tcp::FLAGS).copied().unwrap_or(0);
@@ -246,7 +271,12 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Coalescer<B> {
                 fill_tcp_checksum(frame, &run.l3, run.tcp_offset);
             }
         }
-        out(CoalescedFrame { frame, segments: run.segments, mss: run.mss, tcp_checksum_stale: stale });
+        out(CoalescedFrame {
+            frame,
+            segments: run.segments,
+            mss: run.mss,
+            tcp_checksum_stale: stale,
+        });
     }
 
     /// Parses `frame` and decides whether it may take part in a run at all.
@@ -255,7 +285,15 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Coalescer<B> {
         if info.l3.is_fragment() {
             return None;
         }
-        let L4::Tcp { header_len, seq, flags, .. } = info.l4 else { return None };
+        let L4::Tcp {
+            header_len,
+            seq,
+            flags,
+            ..
+        } = info.l4
+        else {
+            return None;
+        };
         let tcp_offset = info.l4_offset?;
         if flags != tcp_flags::ACK && flags != tcp_flags::ACK | tcp_flags::PSH {
             return None;
@@ -280,16 +318,30 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Coalescer<B> {
                 return None;
             }
         }
-        Some(Segment { info, tcp_offset, payload_offset, payload_len, seq, flags })
+        Some(Segment {
+            info,
+            tcp_offset,
+            payload_offset,
+            payload_len,
+            seq,
+            flags,
+        })
     }
 
     /// Copies `frame` into the buffer as the first segment of a new run.
     fn start(&mut self, frame: &[u8], seg: &Segment) -> bool {
         let buf = self.buf.as_mut();
-        let Some(dst) = buf.get_mut(..frame.len()) else { return false };
+        let Some(dst) = buf.get_mut(..frame.len()) else {
+            return false;
+        };
         dst.copy_from_slice(frame);
         let (is_v4, ipv4_header_len, id, dont_fragment) = match seg.info.l3 {
-            L3::Ipv4 { header_len, id, dont_fragment, .. } => (true, usize::from(header_len), id, dont_fragment),
+            L3::Ipv4 {
+                header_len,
+                id,
+                dont_fragment,
+                ..
+            } => (true, usize::from(header_len), id, dont_fragment),
             _ => (false, 0, 0, false),
         };
         self.run = Some(Run {
@@ -315,12 +367,15 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Coalescer<B> {
 
     /// True once the run cannot take another segment.
     fn run_is_closed(&self) -> bool {
-        self.run.is_none_or(|r| r.closed || r.segments >= self.config.max_segments)
+        self.run
+            .is_none_or(|r| r.closed || r.segments >= self.config.max_segments)
     }
 
     /// Appends `frame` to the pending run if it continues it.
     fn try_append(&mut self, frame: &[u8], seg: &Segment) -> bool {
-        let Some(mut run) = self.run else { return false };
+        let Some(mut run) = self.run else {
+            return false;
+        };
         let buf = self.buf.as_mut();
         // Same layout.
         if seg.info.l3_offset != run.l3_offset
@@ -342,7 +397,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Coalescer<B> {
         }
         // Headers equal where they must be.
         let l3 = run.l3_offset;
-        let same = |r: core::ops::Range<usize>| frame.get(r.clone()).is_some_and(|a| buf.get(r).is_some_and(|b| a == b));
+        let same = |r: core::ops::Range<usize>| {
+            frame
+                .get(r.clone())
+                .is_some_and(|a| buf.get(r).is_some_and(|b| a == b))
+        };
         if !same(0..l3) {
             return false;
         }
@@ -384,11 +443,14 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Coalescer<B> {
             return false;
         }
         // Append the payload.
-        let Some(payload) = frame.get(seg.payload_offset..seg.payload_offset + seg.payload_len) else {
+        let Some(payload) = frame.get(seg.payload_offset..seg.payload_offset + seg.payload_len)
+        else {
             return false;
         };
         let at = current_ip_end(&run);
-        let Some(dst) = buf.get_mut(at..at + seg.payload_len) else { return false };
+        let Some(dst) = buf.get_mut(at..at + seg.payload_len) else {
+            return false;
+        };
         dst.copy_from_slice(payload);
         run.len = at + seg.payload_len;
         run.segments += 1;
@@ -405,9 +467,12 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Coalescer<B> {
 
 /// End of the run's IP packet in the buffer (the first frame's padding excluded).
 fn current_ip_end(run: &Run) -> usize {
-    if run.segments == 1 { run.first_ip_end } else { run.len }
+    if run.segments == 1 {
+        run.first_ip_end
+    } else {
+        run.len
+    }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -429,7 +494,20 @@ mod tests {
         f.extend_from_slice(&[0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2]);
         f.extend_from_slice(&[0x9C, 0x40, 0x14, 0x51]);
         f.extend_from_slice(&seq.to_be_bytes());
-        f.extend_from_slice(&[0, 0, 0, 7, ((20 + opts.len()) / 4 * 16) as u8, flags, 0x02, 0x00, 0, 0, 0, 0]);
+        f.extend_from_slice(&[
+            0,
+            0,
+            0,
+            7,
+            ((20 + opts.len()) / 4 * 16) as u8,
+            flags,
+            0x02,
+            0x00,
+            0,
+            0,
+            0,
+            0,
+        ]);
         f.extend_from_slice(opts);
         f.extend_from_slice(payload);
         fill_ipv4_header_checksum(&mut f).unwrap();
@@ -464,7 +542,12 @@ mod tests {
         let mut c = Coalescer::new(config).unwrap();
         let mut outs = Vec::new();
         let mut sink = |f: CoalescedFrame<'_>| {
-            outs.push(Out { frame: f.frame.to_vec(), segments: f.segments, mss: f.mss, stale: f.tcp_checksum_stale })
+            outs.push(Out {
+                frame: f.frame.to_vec(),
+                segments: f.segments,
+                mss: f.mss,
+                stale: f.tcp_checksum_stale,
+            })
         };
         for f in frames {
             c.push(f, &mut sink);
@@ -491,8 +574,10 @@ mod tests {
         assert_eq!((o.segments, o.mss, o.stale), (3, 10, false));
         let mut expected = std::vec![
             0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00, // Ethernet
-            0x45, 0x00, 0x00, 65, 0x10, 0x00, 0x40, 0x00, 64, 6, 0x9e, 0x8f, 198, 18, 0, 1, 198, 18, 0, 2, // IPv4
-            0x9C, 0x40, 0x14, 0x51, 0, 0, 0x03, 0xE8, 0, 0, 0, 7, 0x50, 0x18, 0x02, 0x00, 0xd0, 0x7a, 0, 0, // TCP
+            0x45, 0x00, 0x00, 65, 0x10, 0x00, 0x40, 0x00, 64, 6, 0x9e, 0x8f, 198, 18, 0, 1, 198,
+            18, 0, 2, // IPv4
+            0x9C, 0x40, 0x14, 0x51, 0, 0, 0x03, 0xE8, 0, 0, 0, 7, 0x50, 0x18, 0x02, 0x00, 0xd0,
+            0x7a, 0, 0, // TCP
         ];
         expected.extend(0..25u8);
         assert_eq!(o.frame, expected);
@@ -500,12 +585,22 @@ mod tests {
 
     #[test]
     fn stale_checksum_mode() {
-        let frames = [seg4(1000, 0x1000, ACK, &payload(0..10), &[]), seg4(1010, 0x1001, ACK, &payload(10..20), &[])];
-        let config = CoalesceConfig { tcp_checksum: TcpChecksumMode::LeaveStale, ..CoalesceConfig::default() };
+        let frames = [
+            seg4(1000, 0x1000, ACK, &payload(0..10), &[]),
+            seg4(1010, 0x1001, ACK, &payload(10..20), &[]),
+        ];
+        let config = CoalesceConfig {
+            tcp_checksum: TcpChecksumMode::LeaveStale,
+            ..CoalesceConfig::default()
+        };
         let outs = feed(config, &frames);
         assert_eq!(outs.len(), 1);
         assert!(outs[0].stale);
-        assert_eq!(&outs[0].frame[50..52], &frames[0][50..52], "first segment's checksum kept");
+        assert_eq!(
+            &outs[0].frame[50..52],
+            &frames[0][50..52],
+            "first segment's checksum kept"
+        );
         assert!(crate::checksum::verify_ipv4_header_checksum(&outs[0].frame).unwrap());
     }
 
@@ -514,14 +609,25 @@ mod tests {
         let mut f = seg4(1, 1, ACK, &[0xEE], &[]);
         f.resize(60, 0);
         let outs = feed(CoalesceConfig::default(), core::slice::from_ref(&f));
-        assert_eq!(outs, [Out { frame: f.clone(), segments: 1, mss: 1, stale: false }]);
+        assert_eq!(
+            outs,
+            [Out {
+                frame: f.clone(),
+                segments: 1,
+                mss: 1,
+                stale: false
+            }]
+        );
         // And padding is dropped when a second segment joins.
         let g = seg4(2, 2, ACK, &[0xEF], &[]);
         let outs = feed(CoalesceConfig::default(), &[f, g]);
         assert_eq!(outs.len(), 1);
         assert_eq!(outs[0].frame.len(), 56);
         assert_eq!(&outs[0].frame[54..], &[0xEE, 0xEF]);
-        assert_eq!(verify_l4_checksum(&outs[0].frame), Ok(ChecksumStatus::Valid));
+        assert_eq!(
+            verify_l4_checksum(&outs[0].frame),
+            Ok(ChecksumStatus::Valid)
+        );
     }
 
     #[test]
@@ -536,17 +642,29 @@ mod tests {
         let frames = [
             seg4(0, 10, ACK, &p, &[]),
             seg4(8, 11, ACK, &p, &[]),
-            arp.clone(),                          // non-TCP: flush, pass through
+            arp.clone(), // non-TCP: flush, pass through
             seg4(16, 12, ACK, &p, &[]),
-            seg4(100, 13, ACK, &p, &[]),          // out of order
+            seg4(100, 13, ACK, &p, &[]),                  // out of order
             seg4(108, 14, ACK | tcp_flags::FIN, &p, &[]), // FIN: not coalescible
             seg4(116, 15, ACK, &p, &[]),
-            seg4(124, 17, ACK, &p, &[]),          // id jump, no DF-fixed: break
+            seg4(124, 17, ACK, &p, &[]), // id jump, no DF-fixed: break
             seg4(132, 18, ACK, &p, &[1, 1, 1, 1]), // options change
         ];
         let outs = feed(CoalesceConfig::default(), &frames);
         let shape: Vec<(u16, usize)> = outs.iter().map(|o| (o.segments, o.frame.len())).collect();
-        assert_eq!(shape, [(2, 70), (1, 60), (1, 62), (1, 62), (1, 62), (1, 62), (1, 62), (1, 66)]);
+        assert_eq!(
+            shape,
+            [
+                (2, 70),
+                (1, 60),
+                (1, 62),
+                (1, 62),
+                (1, 62),
+                (1, 62),
+                (1, 62),
+                (1, 66)
+            ]
+        );
         assert_eq!(outs[1].frame, arp);
         assert_eq!(outs[2].frame, frames[3]);
         assert_eq!(outs[5].frame, frames[6]);
@@ -571,7 +689,11 @@ mod tests {
     #[test]
     fn fixed_id_with_df() {
         let p = payload(0..8);
-        let frames = [seg4(0, 0, ACK, &p, &[]), seg4(8, 0, ACK, &p, &[]), seg4(16, 0, ACK, &p, &[])];
+        let frames = [
+            seg4(0, 0, ACK, &p, &[]),
+            seg4(8, 0, ACK, &p, &[]),
+            seg4(16, 0, ACK, &p, &[]),
+        ];
         assert_eq!(feed(CoalesceConfig::default(), &frames).len(), 1);
         // Without DF, an unchanged id is a break.
         let mut frames = frames;
@@ -581,7 +703,11 @@ mod tests {
         }
         assert_eq!(feed(CoalesceConfig::default(), &frames).len(), 3);
         // Mixed: incrementing then fixed is a break.
-        let frames = [seg4(0, 5, ACK, &p, &[]), seg4(8, 6, ACK, &p, &[]), seg4(16, 6, ACK, &p, &[])];
+        let frames = [
+            seg4(0, 5, ACK, &p, &[]),
+            seg4(8, 6, ACK, &p, &[]),
+            seg4(16, 6, ACK, &p, &[]),
+        ];
         let outs = feed(CoalesceConfig::default(), &frames);
         assert_eq!(outs.iter().map(|o| o.segments).collect::<Vec<_>>(), [2, 1]);
     }
@@ -589,21 +715,44 @@ mod tests {
     #[test]
     fn limits() {
         let p = payload(0..100);
-        let frames: Vec<Vec<u8>> = (0..10).map(|i| seg4(i * 100, i as u16, ACK, &p, &[])).collect();
-        let config = CoalesceConfig { max_segments: 4, ..CoalesceConfig::default() };
+        let frames: Vec<Vec<u8>> = (0..10)
+            .map(|i| seg4(i * 100, i as u16, ACK, &p, &[]))
+            .collect();
+        let config = CoalesceConfig {
+            max_segments: 4,
+            ..CoalesceConfig::default()
+        };
         let outs = feed(config, &frames);
-        assert_eq!(outs.iter().map(|o| o.segments).collect::<Vec<_>>(), [4, 4, 2]);
+        assert_eq!(
+            outs.iter().map(|o| o.segments).collect::<Vec<_>>(),
+            [4, 4, 2]
+        );
         // 40 bytes of headers + 3 × 100 fit in 340, a fourth does not.
-        let config = CoalesceConfig { max_ip_len: 340, ..CoalesceConfig::default() };
+        let config = CoalesceConfig {
+            max_ip_len: 340,
+            ..CoalesceConfig::default()
+        };
         let outs = feed(config, &frames);
-        assert_eq!(outs.iter().map(|o| o.segments).collect::<Vec<_>>(), [3, 3, 3, 1]);
+        assert_eq!(
+            outs.iter().map(|o| o.segments).collect::<Vec<_>>(),
+            [3, 3, 3, 1]
+        );
         assert!(outs.iter().all(|o| o.frame.len() <= 14 + 340));
         assert_eq!(
             Coalescer::with_buffer([0u8; 100], CoalesceConfig::default()).err(),
-            Some(CoalesceError::BufferTooSmall { needed: BUFFER_LEN, available: 100 })
+            Some(CoalesceError::BufferTooSmall {
+                needed: BUFFER_LEN,
+                available: 100
+            })
         );
-        let config = CoalesceConfig { max_segments: 0, ..CoalesceConfig::default() };
-        assert_eq!(Coalescer::new(config).err(), Some(CoalesceError::ZeroMaxSegments));
+        let config = CoalesceConfig {
+            max_segments: 0,
+            ..CoalesceConfig::default()
+        };
+        assert_eq!(
+            Coalescer::new(config).err(),
+            Some(CoalesceError::ZeroMaxSegments)
+        );
     }
 
     #[test]
@@ -611,19 +760,33 @@ mod tests {
         let p = payload(0..8);
         let mut bad = seg4(8, 2, ACK, &p, &[]);
         bad[60] ^= 0x40;
-        let frames = [seg4(0, 1, ACK, &p, &[]), bad.clone(), seg4(16, 3, ACK, &p, &[])];
+        let frames = [
+            seg4(0, 1, ACK, &p, &[]),
+            bad.clone(),
+            seg4(16, 3, ACK, &p, &[]),
+        ];
         let outs = feed(CoalesceConfig::default(), &frames);
-        assert_eq!(outs.iter().map(|o| o.segments).collect::<Vec<_>>(), [1, 1, 1]);
+        assert_eq!(
+            outs.iter().map(|o| o.segments).collect::<Vec<_>>(),
+            [1, 1, 1]
+        );
         assert_eq!(outs[1].frame, bad);
         assert_eq!(outs[1].mss, 0);
         // Unverified, it would merge.
-        let config = CoalesceConfig { verify_checksums: false, ..CoalesceConfig::default() };
+        let config = CoalesceConfig {
+            verify_checksums: false,
+            ..CoalesceConfig::default()
+        };
         assert_eq!(feed(config, &frames).len(), 1);
     }
 
     #[test]
     fn ipv6_merge() {
-        let frames = [seg6(0xFFFF_FFF0, ACK, &payload(0..16)), seg6(0, ACK, &payload(16..32)), seg6(16, ACK, &payload(32..40))];
+        let frames = [
+            seg6(0xFFFF_FFF0, ACK, &payload(0..16)),
+            seg6(0, ACK, &payload(16..32)),
+            seg6(16, ACK, &payload(32..40)),
+        ];
         let outs = feed(CoalesceConfig::default(), &frames);
         assert_eq!(outs.len(), 1);
         let f = &outs[0].frame;

@@ -9,7 +9,9 @@
 use core::fmt;
 use core::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::wire::{self, be16_at, be32_at, eth, ethertype, ipv4, ipv6, ipv6_ext, proto, slice_at, u8_at};
+use crate::wire::{
+    self, be16_at, be32_at, eth, ethertype, ipv4, ipv6, ipv6_ext, proto, slice_at, u8_at,
+};
 
 /// Most IPv6 extension headers walked before the frame is refused.
 pub const MAX_IPV6_EXTENSION_HEADERS: usize = 8;
@@ -92,7 +94,9 @@ impl fmt::Display for Layer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     /// A header runs past the end of the frame (or of its IP packet).
-    #[error("{layer} header truncated: needs {needed} bytes at offset {offset}, only {available} there")]
+    #[error(
+        "{layer} header truncated: needs {needed} bytes at offset {offset}, only {available} there"
+    )]
     Truncated {
         /// The header being read.
         layer: Layer,
@@ -224,7 +228,9 @@ impl L3 {
     pub fn is_fragment(&self) -> bool {
         match self {
             L3::Ipv4 { fragment, .. } => *fragment,
-            L3::Ipv6 { fragment: Some(f), .. } => f.more || f.offset != 0,
+            L3::Ipv6 {
+                fragment: Some(f), ..
+            } => f.more || f.offset != 0,
             _ => false,
         }
     }
@@ -367,11 +373,16 @@ pub fn parse_lso_frame(frame: &[u8]) -> Result<FrameInfo, ParseError> {
 }
 
 fn truncated(layer: Layer, buf: &[u8], offset: usize, needed: usize) -> ParseError {
-    ParseError::Truncated { layer, offset, needed, available: buf.len().saturating_sub(offset) }
+    ParseError::Truncated {
+        layer,
+        offset,
+        needed,
+        available: buf.len().saturating_sub(offset),
+    }
 }
 
 /// `buf[offset..offset + needed]` or a truncation error.
-fn need<'a>(layer: Layer, buf: &'a [u8], offset: usize, needed: usize) -> Result<&'a [u8], ParseError> {
+fn need(layer: Layer, buf: &[u8], offset: usize, needed: usize) -> Result<&[u8], ParseError> {
     offset
         .checked_add(needed)
         .and_then(|end| buf.get(offset..end))
@@ -426,7 +437,10 @@ fn parse_ipv4(frame: &[u8], lengths: Lengths, info: &mut FrameInfo) -> Result<()
     let ver_ihl = hdr[ipv4::VER_IHL];
     let version = ver_ihl >> 4;
     if version != 4 {
-        return Err(ParseError::IpVersionMismatch { ethertype: info.ethertype, version });
+        return Err(ParseError::IpVersionMismatch {
+            ethertype: info.ethertype,
+            version,
+        });
     }
     let header_len = usize::from(ver_ihl & 0x0F) * 4;
     if header_len < ipv4::MIN_HEADER_LEN {
@@ -441,7 +455,11 @@ fn parse_ipv4(frame: &[u8], lengths: Lengths, info: &mut FrameInfo) -> Result<()
         usize::from(total_len)
     };
     if ip_len < header_len || ip_len > available {
-        return Err(ParseError::Ipv4TotalLength { total_len, header_len, available });
+        return Err(ParseError::Ipv4TotalLength {
+            total_len,
+            header_len,
+            available,
+        });
     }
     let flags_frag = be16_at(frame, off, ipv4::FLAGS_FRAG).unwrap_or(0);
     let fragment_offset = flags_frag & ipv4::FRAG_OFFSET_MASK;
@@ -474,7 +492,10 @@ fn parse_ipv6(frame: &[u8], lengths: Lengths, info: &mut FrameInfo) -> Result<()
     let hdr = need(Layer::Ipv6, frame, off, ipv6::HEADER_LEN)?;
     let version = hdr[0] >> 4;
     if version != 6 {
-        return Err(ParseError::IpVersionMismatch { ethertype: info.ethertype, version });
+        return Err(ParseError::IpVersionMismatch {
+            ethertype: info.ethertype,
+            version,
+        });
     }
     let vtf = be32_at(frame, off, ipv6::VER_TC_FLOW).unwrap_or(0);
     let available = frame.len() - off - ipv6::HEADER_LEN;
@@ -485,7 +506,10 @@ fn parse_ipv6(frame: &[u8], lengths: Lengths, info: &mut FrameInfo) -> Result<()
         usize::from(payload_len)
     };
     if pl > available {
-        return Err(ParseError::Ipv6PayloadLength { payload_len, available });
+        return Err(ParseError::Ipv6PayloadLength {
+            payload_len,
+            available,
+        });
     }
     let ip_end = off + ipv6::HEADER_LEN + pl;
     info.ip_end = ip_end;
@@ -510,7 +534,9 @@ fn parse_ipv6(frame: &[u8], lengths: Lengths, info: &mut FrameInfo) -> Result<()
             _ => break,
         };
         if walked == MAX_IPV6_EXTENSION_HEADERS {
-            return Err(ParseError::TooManyExtensionHeaders { limit: MAX_IPV6_EXTENSION_HEADERS });
+            return Err(ParseError::TooManyExtensionHeaders {
+                limit: MAX_IPV6_EXTENSION_HEADERS,
+            });
         }
         walked += 1;
         need(Layer::Ipv6Extension, packet, cursor, len)?;
@@ -556,7 +582,13 @@ fn parse_ipv6(frame: &[u8], lengths: Lengths, info: &mut FrameInfo) -> Result<()
     parse_l4(frame, cursor, next, true, info)
 }
 
-fn parse_l4(frame: &[u8], off: usize, protocol: u8, v6: bool, info: &mut FrameInfo) -> Result<(), ParseError> {
+fn parse_l4(
+    frame: &[u8],
+    off: usize,
+    protocol: u8,
+    v6: bool,
+    info: &mut FrameInfo,
+) -> Result<(), ParseError> {
     let packet = frame.get(..info.ip_end).unwrap_or(&[]);
     match protocol {
         proto::TCP => {
@@ -598,7 +630,10 @@ fn parse_l4(frame: &[u8], off: usize, protocol: u8, v6: bool, info: &mut FrameIn
 
 fn parse_icmp(packet: &[u8], off: usize, info: &mut FrameInfo) -> Result<(), ParseError> {
     let h = need(Layer::Icmp, packet, off, wire::icmp::HEADER_LEN)?;
-    info.l4 = L4::Icmp { ty: h[wire::icmp::TYPE], code: h[wire::icmp::CODE] };
+    info.l4 = L4::Icmp {
+        ty: h[wire::icmp::TYPE],
+        code: h[wire::icmp::CODE],
+    };
     Ok(())
 }
 
@@ -642,7 +677,8 @@ mod tests {
             0x45, 0x00, 0x00, 44, 0x12, 0x34, 0x40, 0x00, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
         ]);
         f[34..54].copy_from_slice(&[
-            0x04, 0xD2, 0x00, 0x50, 0, 0, 0x03, 0xE8, 0, 0, 0x07, 0xD0, 0x50, 0x18, 0xFF, 0xFF, 0, 0, 0, 0,
+            0x04, 0xD2, 0x00, 0x50, 0, 0, 0x03, 0xE8, 0, 0, 0x07, 0xD0, 0x50, 0x18, 0xFF, 0xFF, 0,
+            0, 0, 0,
         ]);
         f[54..].copy_from_slice(b"data");
         f
@@ -722,12 +758,26 @@ mod tests {
         f[20] = 0x20; // MF, offset 0
         let info = parse_frame(&f).unwrap();
         assert!(info.l3.is_fragment());
-        assert!(matches!(info.l3, L3::Ipv4 { first_fragment: true, .. }));
+        assert!(matches!(
+            info.l3,
+            L3::Ipv4 {
+                first_fragment: true,
+                ..
+            }
+        ));
         assert!(matches!(info.l4, L4::Tcp { .. }));
         f[20] = 0x00;
         f[21] = 0x10; // offset 16 × 8
         let info = parse_frame(&f).unwrap();
-        assert!(matches!(info.l3, L3::Ipv4 { fragment: true, first_fragment: false, fragment_offset: 16, .. }));
+        assert!(matches!(
+            info.l3,
+            L3::Ipv4 {
+                fragment: true,
+                first_fragment: false,
+                fragment_offset: 16,
+                ..
+            }
+        ));
         assert_eq!(info.l4, L4::NonFirstFragment(6));
         assert_eq!(info.l4_offset, None);
     }
@@ -736,14 +786,27 @@ mod tests {
     fn ipv4_errors() {
         let mut f = ipv4_tcp();
         f[14] = 0x44;
-        assert_eq!(parse_frame(&f), Err(ParseError::Ipv4HeaderLength { header_len: 16 }));
+        assert_eq!(
+            parse_frame(&f),
+            Err(ParseError::Ipv4HeaderLength { header_len: 16 })
+        );
         f[14] = 0x65;
-        assert_eq!(parse_frame(&f), Err(ParseError::IpVersionMismatch { ethertype: 0x0800, version: 6 }));
+        assert_eq!(
+            parse_frame(&f),
+            Err(ParseError::IpVersionMismatch {
+                ethertype: 0x0800,
+                version: 6
+            })
+        );
         let mut f = ipv4_tcp();
         f[17] = 45;
         assert_eq!(
             parse_frame(&f),
-            Err(ParseError::Ipv4TotalLength { total_len: 45, header_len: 20, available: 44 })
+            Err(ParseError::Ipv4TotalLength {
+                total_len: 45,
+                header_len: 20,
+                available: 44
+            })
         );
         let mut f = ipv4_tcp();
         f[17] = 0;
@@ -751,15 +814,27 @@ mod tests {
         assert_eq!(parse_lso_frame(&f).unwrap().ip_end, 58);
         let mut f = ipv4_tcp();
         f[46] = 0x40;
-        assert_eq!(parse_frame(&f), Err(ParseError::TcpHeaderLength { header_len: 16 }));
+        assert_eq!(
+            parse_frame(&f),
+            Err(ParseError::TcpHeaderLength { header_len: 16 })
+        );
         let f = ipv4_tcp();
         assert_eq!(
             parse_frame(&f[..40]),
-            Err(ParseError::Ipv4TotalLength { total_len: 44, header_len: 20, available: 26 })
+            Err(ParseError::Ipv4TotalLength {
+                total_len: 44,
+                header_len: 20,
+                available: 26
+            })
         );
         assert_eq!(
             parse_frame(&f[..10]),
-            Err(ParseError::Truncated { layer: Layer::Ethernet, offset: 0, needed: 14, available: 10 })
+            Err(ParseError::Truncated {
+                layer: Layer::Ethernet,
+                offset: 0,
+                needed: 14,
+                available: 10
+            })
         );
     }
 
@@ -786,21 +861,45 @@ mod tests {
         // hop-by-hop (8) → dest opts (16) → fragment (8, offset 0, M) → UDP.
         let ext = [
             60, 0, 1, 4, 0, 0, 0, 0, // hop-by-hop: next dest-opts, len 0, PadN
-            44, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // dest opts: next fragment, len 1
+            44, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, // dest opts: next fragment, len 1
             17, 0, 0x00, 0x01, 0xDE, 0xAD, 0xBE, 0xEF, // fragment: next UDP, offset 0, M, id
         ];
         let udp = [0x30, 0x39, 0x00, 0x35, 0, 12, 0, 0, 1, 2, 3, 4];
         let (f, len) = ipv6_with(&ext, 0, &udp);
         let info = parse_frame(&f[..len]).unwrap();
         assert_eq!(info.l4_offset, Some(54 + 32));
-        assert_eq!(info.l4, L4::Udp { src_port: 12345, dst_port: 53, length: 12, checksum: 0 });
+        assert_eq!(
+            info.l4,
+            L4::Udp {
+                src_port: 12345,
+                dst_port: 53,
+                length: 12,
+                checksum: 0
+            }
+        );
         match info.l3 {
-            L3::Ipv6 { next_header, ext_headers_len, fragment, traffic_class, flow_label, .. } => {
+            L3::Ipv6 {
+                next_header,
+                ext_headers_len,
+                fragment,
+                traffic_class,
+                flow_label,
+                ..
+            } => {
                 assert_eq!(next_header, 17);
                 assert_eq!(ext_headers_len, 32);
                 assert_eq!(traffic_class, 0x00);
                 assert_eq!(flow_label, 0x12345);
-                assert_eq!(fragment, Some(Ipv6Fragment { offset: 0, more: true, id: 0xDEADBEEF, header_offset: 78 }));
+                assert_eq!(
+                    fragment,
+                    Some(Ipv6Fragment {
+                        offset: 0,
+                        more: true,
+                        id: 0xDEADBEEF,
+                        header_offset: 78
+                    })
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -824,7 +923,10 @@ mod tests {
             h[0] = if i == 8 { 59 } else { 60 };
         }
         let (f, len) = ipv6_with(&ext, 60, &[]);
-        assert_eq!(parse_frame(&f[..len]), Err(ParseError::TooManyExtensionHeaders { limit: 8 }));
+        assert_eq!(
+            parse_frame(&f[..len]),
+            Err(ParseError::TooManyExtensionHeaders { limit: 8 })
+        );
         // Eight are fine; 59 (no next header) is reported as Other.
         let (f, len) = ipv6_with(&ext[8..], 60, &[]);
         assert_eq!(parse_frame(&f[..len]).unwrap().l4, L4::Other(59));
@@ -836,7 +938,12 @@ mod tests {
         let (f, len) = ipv6_with(&ext, 0, &[]);
         assert_eq!(
             parse_frame(&f[..len]),
-            Err(ParseError::Truncated { layer: Layer::Ipv6Extension, offset: 54, needed: 40, available: 8 })
+            Err(ParseError::Truncated {
+                layer: Layer::Ipv6Extension,
+                offset: 54,
+                needed: 40,
+                available: 8
+            })
         );
         // Padding after the packet must not be read as extension-header bytes.
         assert!(parse_frame(&f[..len + 64]).is_err());
@@ -845,7 +952,10 @@ mod tests {
     #[test]
     fn icmp_and_other() {
         let (f, len) = ipv6_with(&[], 58, &[128, 0, 0, 0, 0, 1, 0, 1]);
-        assert_eq!(parse_frame(&f[..len]).unwrap().l4, L4::Icmp { ty: 128, code: 0 });
+        assert_eq!(
+            parse_frame(&f[..len]).unwrap().l4,
+            L4::Icmp { ty: 128, code: 0 }
+        );
         // ICMP (1) in IPv6 is not ICMPv6.
         let (f, len) = ipv6_with(&[], 1, &[8, 0, 0, 0]);
         assert_eq!(parse_frame(&f[..len]).unwrap().l4, L4::Other(1));

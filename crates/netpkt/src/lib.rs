@@ -14,6 +14,8 @@
 //! and nothing allocates per packet. The crate is `no_std` without the default `std`
 //! feature; `alloc` only adds [`coalesce::Coalescer::new`].
 #![cfg_attr(not(feature = "std"), no_std)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;

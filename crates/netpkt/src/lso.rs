@@ -111,18 +111,28 @@ impl<'a> LsoPlan<'a> {
         Self::build(frame, gso_size, None, MAX_GSO_PAYLOAD)
     }
 
-    fn build(frame: &'a [u8], mss: u16, tcp_header_offset: Option<usize>, limit: usize) -> Result<Self, LsoError> {
+    fn build(
+        frame: &'a [u8],
+        mss: u16,
+        tcp_header_offset: Option<usize>,
+        limit: usize,
+    ) -> Result<Self, LsoError> {
         let info = parse_lso_frame(frame)?;
         if info.l3.is_fragment() {
             return Err(LsoError::Fragmented);
         }
         let (L4::Tcp { header_len, .. }, Some(tcp_offset)) = (info.l4, info.l4_offset) else {
-            return Err(LsoError::NotTcp { protocol: info.l3.protocol() });
+            return Err(LsoError::NotTcp {
+                protocol: info.l3.protocol(),
+            });
         };
         if let Some(given) = tcp_header_offset
             && given != tcp_offset
         {
-            return Err(LsoError::TcpOffsetMismatch { given, parsed: tcp_offset });
+            return Err(LsoError::TcpOffsetMismatch {
+                given,
+                parsed: tcp_offset,
+            });
         }
         if mss == 0 {
             return Err(LsoError::ZeroMss);
@@ -136,10 +146,21 @@ impl<'a> LsoPlan<'a> {
         let full = mss.min(payload_len);
         let ip_len = ip_length_field(&info, payload_offset, full);
         if ip_len > usize::from(u16::MAX) {
-            return Err(LsoError::SegmentTooLarge { ip_len, mss: mss as u16 });
+            return Err(LsoError::SegmentTooLarge {
+                ip_len,
+                mss: mss as u16,
+            });
         }
         let count = payload_len.div_ceil(mss).max(1);
-        Ok(Self { frame, info, tcp_offset, payload_offset, payload_len, mss, count })
+        Ok(Self {
+            frame,
+            info,
+            tcp_offset,
+            payload_offset,
+            payload_len,
+            mss,
+            count,
+        })
     }
 
     /// How many segments the frame splits into (at least 1: a frame without payload gives
@@ -186,20 +207,30 @@ impl<'a> LsoPlan<'a> {
     /// Writes segment `index` into the start of `out`, returning its length.
     pub fn write_segment(&self, index: usize, out: &mut [u8]) -> Result<usize, LsoError> {
         if index >= self.count {
-            return Err(LsoError::SegmentIndex { index, count: self.count });
+            return Err(LsoError::SegmentIndex {
+                index,
+                count: self.count,
+            });
         }
         let (start, len) = self.seg_payload(index);
         let total = self.payload_offset + len;
         let available = out.len();
         let Some(out) = out.get_mut(..total) else {
-            return Err(LsoError::BufferTooSmall { needed: total, available });
+            return Err(LsoError::BufferTooSmall {
+                needed: total,
+                available,
+            });
         };
         let src_payload = self.payload_offset + start;
-        let (Some(headers), Some(payload)) =
-            (self.frame.get(..self.payload_offset), self.frame.get(src_payload..src_payload + len))
-        else {
+        let (Some(headers), Some(payload)) = (
+            self.frame.get(..self.payload_offset),
+            self.frame.get(src_payload..src_payload + len),
+        ) else {
             // Unreachable after validation; refuse rather than panic.
-            return Err(LsoError::SegmentIndex { index, count: self.count });
+            return Err(LsoError::SegmentIndex {
+                index,
+                count: self.count,
+            });
         };
         let (out_headers, out_payload) = out.split_at_mut(self.payload_offset);
         out_headers.copy_from_slice(headers);
@@ -236,7 +267,11 @@ impl<'a> LsoPlan<'a> {
 
     /// Writes each segment in turn into `scratch` and hands it to `out`; returns the number
     /// of segments.
-    pub fn for_each_segment(&self, scratch: &mut [u8], out: &mut impl FnMut(&[u8])) -> Result<usize, LsoError> {
+    pub fn for_each_segment(
+        &self,
+        scratch: &mut [u8],
+        out: &mut impl FnMut(&[u8]),
+    ) -> Result<usize, LsoError> {
         for i in 0..self.count {
             let n = self.write_segment(i, scratch)?;
             out(&scratch[..n]);
@@ -259,8 +294,12 @@ fn ip_length_field(info: &FrameInfo, payload_offset: usize, payload: usize) -> u
 pub(crate) fn fill_tcp_checksum(frame: &mut [u8], l3: &L3, tcp_offset: usize) {
     let field = tcp_offset + wire::tcp::CHECKSUM.start;
     set_be16(frame, tcp_offset, wire::tcp::CHECKSUM, 0);
-    let Some(segment) = frame.get(tcp_offset..) else { return };
-    let Some(pseudo) = checksum::pseudo_header(l3, wire::proto::TCP, segment.len()) else { return };
+    let Some(segment) = frame.get(tcp_offset..) else {
+        return;
+    };
+    let Some(pseudo) = checksum::pseudo_header(l3, wire::proto::TCP, segment.len()) else {
+        return;
+    };
     let c = checksum::finish(checksum::sum(segment, pseudo));
     set_be16(frame, field, 0..2, c);
 }
@@ -300,7 +339,10 @@ pub fn segment_gso(
 fn check_scratch(plan: &LsoPlan<'_>, scratch: &[u8]) -> Result<(), LsoError> {
     let needed = plan.max_segment_len();
     if scratch.len() < needed {
-        return Err(LsoError::BufferTooSmall { needed, available: scratch.len() });
+        return Err(LsoError::BufferTooSmall {
+            needed,
+            available: scratch.len(),
+        });
     }
     Ok(())
 }
@@ -309,7 +351,10 @@ fn check_scratch(plan: &LsoPlan<'_>, scratch: &[u8]) -> Result<(), LsoError> {
 mod tests {
     extern crate std;
     use super::*;
-    use crate::checksum::{ChecksumStatus, fold, pseudo_header_v4, pseudo_header_v6, verify_ipv4_header_checksum, verify_l4_checksum};
+    use crate::checksum::{
+        ChecksumStatus, fold, pseudo_header_v4, pseudo_header_v6, verify_ipv4_header_checksum,
+        verify_l4_checksum,
+    };
     use crate::frame::parse_frame;
     use core::net::{Ipv4Addr, Ipv6Addr};
     use std::vec::Vec;
@@ -323,9 +368,9 @@ mod tests {
     fn guest_v4(payload_len: usize) -> Vec<u8> {
         let mut f = std::vec![
             0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00, // Ethernet
-            0x45, 0x00, 0x00, 0x00, 0xAB, 0xCD, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00, 198, 18, 0, 1, 198, 18, 0, 2,
-            0x9C, 0x40, 0x14, 0x51, 0x01, 0x02, 0x03, 0x04, 0x0A, 0x0B, 0x0C, 0x0D, 0x50, 0x99, 0x02, 0x00, 0, 0,
-            0, 0,
+            0x45, 0x00, 0x00, 0x00, 0xAB, 0xCD, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00, 198, 18, 0, 1,
+            198, 18, 0, 2, 0x9C, 0x40, 0x14, 0x51, 0x01, 0x02, 0x03, 0x04, 0x0A, 0x0B, 0x0C, 0x0D,
+            0x50, 0x99, 0x02, 0x00, 0, 0, 0, 0,
         ];
         let seed = fold(pseudo_header_v4(SRC4, DST4, 6, 0));
         f[50..52].copy_from_slice(&seed.to_be_bytes());
@@ -341,7 +386,9 @@ mod tests {
     fn run(frame: &[u8], mss: u16, off: usize) -> Vec<Vec<u8>> {
         let mut segs = Vec::new();
         let mut scratch = [0u8; 2048];
-        let res = segment(frame, mss, off, &mut scratch, &mut |s: &[u8]| segs.push(s.to_vec()));
+        let res = segment(frame, mss, off, &mut scratch, &mut |s: &[u8]| {
+            segs.push(s.to_vec())
+        });
         collect(res, segs)
     }
 
@@ -363,7 +410,11 @@ mod tests {
             assert_eq!(u16::from_be_bytes([s[16], s[17]]), tl);
             assert_eq!(u16::from_be_bytes([s[18], s[19]]), id);
             assert_eq!(&s[20..24], &[0x40, 0x00, 0x40, 0x06]);
-            assert_eq!(u16::from_be_bytes([s[24], s[25]]), ipc, "ip csum of id {id:#x}");
+            assert_eq!(
+                u16::from_be_bytes([s[24], s[25]]),
+                ipc,
+                "ip csum of id {id:#x}"
+            );
             assert_eq!(&s[26..34], &f[26..34]);
             assert_eq!(&s[34..38], &[0x9C, 0x40, 0x14, 0x51]);
             assert_eq!(u32::from_be_bytes([s[38], s[39], s[40], s[41]]), seq);
@@ -371,7 +422,11 @@ mod tests {
             assert_eq!(s[46], 0x50);
             assert_eq!(s[47], flags);
             assert_eq!(&s[48..50], &[0x02, 0x00]);
-            assert_eq!(u16::from_be_bytes([s[50], s[51]]), tc, "tcp csum of seq {seq:#x}");
+            assert_eq!(
+                u16::from_be_bytes([s[50], s[51]]),
+                tc,
+                "tcp csum of seq {seq:#x}"
+            );
             assert_eq!(&s[52..54], &[0, 0]);
             assert_eq!(s[54], p0);
             assert_eq!(verify_ipv4_header_checksum(s), Ok(true));
@@ -383,14 +438,24 @@ mod tests {
         let src: Ipv6Addr = "2001:2::1".parse().unwrap();
         let dst: Ipv6Addr = "2001:2::2".parse().unwrap();
         let mut f = std::vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x86, 0xDD];
-        f.extend_from_slice(&[0x60, 0x00, 0x00, 0x00, 0x00, 0x00, if with_ext { 60 } else { 6 }, 64]);
+        f.extend_from_slice(&[
+            0x60,
+            0x00,
+            0x00,
+            0x00,
+            0x00,
+            0x00,
+            if with_ext { 60 } else { 6 },
+            64,
+        ]);
         f.extend_from_slice(&src.octets());
         f.extend_from_slice(&dst.octets());
         if with_ext {
             f.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
         }
         f.extend_from_slice(&[
-            0x9C, 0x40, 0x14, 0x51, 0xFF, 0xFF, 0xFF, 0xFA, 0, 0, 0, 1, 0x50, 0x18, 0x01, 0x00, 0, 0, 0, 0,
+            0x9C, 0x40, 0x14, 0x51, 0xFF, 0xFF, 0xFF, 0xFA, 0, 0, 0, 1, 0x50, 0x18, 0x01, 0x00, 0,
+            0, 0, 0,
         ]);
         let t = f.len() - 20;
         let seed = fold(pseudo_header_v6(src, dst, 6, 0));
@@ -405,7 +470,10 @@ mod tests {
         let f = guest_v6(12, false);
         let segs = run(&f, 8, 54);
         assert_eq!(segs.len(), 2);
-        let expect: [(u16, u32, u8, u16); 2] = [(28, 0xFFFFFFFA, 0x10, 0x69C6), (24, 0x00000002, 0x18, 0x3F9F)];
+        let expect: [(u16, u32, u8, u16); 2] = [
+            (28, 0xFFFFFFFA, 0x10, 0x69C6),
+            (24, 0x00000002, 0x18, 0x3F9F),
+        ];
         for (s, &(pl, seq, flags, tc)) in segs.iter().zip(&expect) {
             assert_eq!(s.len(), 54 + usize::from(pl));
             assert_eq!(&s[..18], &f[..18]);
@@ -413,7 +481,11 @@ mod tests {
             assert_eq!(&s[20..54], &f[20..54]);
             assert_eq!(u32::from_be_bytes([s[58], s[59], s[60], s[61]]), seq);
             assert_eq!(s[67], flags);
-            assert_eq!(u16::from_be_bytes([s[70], s[71]]), tc, "tcp csum of seq {seq:#x}");
+            assert_eq!(
+                u16::from_be_bytes([s[70], s[71]]),
+                tc,
+                "tcp csum of seq {seq:#x}"
+            );
             assert_eq!(verify_l4_checksum(s), Ok(ChecksumStatus::Valid));
         }
         assert_eq!(&segs[1][74..], &f[82..]);
@@ -446,7 +518,10 @@ mod tests {
         // And the GSO flavour finds the offset itself.
         let mut segs = Vec::new();
         let mut scratch = [0u8; 128];
-        segment_gso(&normal, 10, &mut scratch, &mut |s: &[u8]| segs.push(s.to_vec())).unwrap();
+        segment_gso(&normal, 10, &mut scratch, &mut |s: &[u8]| {
+            segs.push(s.to_vec())
+        })
+        .unwrap();
         assert_eq!(segs, run(&guest, 10, 34));
     }
 
@@ -468,19 +543,31 @@ mod tests {
         let mut scratch = [0u8; 2048];
         let mut sink = |_: &[u8]| panic!("nothing may be emitted");
         let f = guest_v4(10);
-        assert_eq!(segment(&f, 0, 34, &mut scratch, &mut sink), Err(LsoError::ZeroMss));
+        assert_eq!(
+            segment(&f, 0, 34, &mut scratch, &mut sink),
+            Err(LsoError::ZeroMss)
+        );
         assert_eq!(
             segment(&f, 4, 38, &mut scratch, &mut sink),
-            Err(LsoError::TcpOffsetMismatch { given: 38, parsed: 34 })
+            Err(LsoError::TcpOffsetMismatch {
+                given: 38,
+                parsed: 34
+            })
         );
         assert_eq!(
             segment(&f, 100, 34, &mut scratch[..60], &mut sink),
-            Err(LsoError::BufferTooSmall { needed: 64, available: 60 })
+            Err(LsoError::BufferTooSmall {
+                needed: 64,
+                available: 60
+            })
         );
         let big = guest_v4(MAX_LSO_PAYLOAD + 1);
         assert_eq!(
             segment(&big, 1460, 34, &mut scratch, &mut sink),
-            Err(LsoError::PayloadTooLarge { payload_len: 62781, limit: 62780 })
+            Err(LsoError::PayloadTooLarge {
+                payload_len: 62781,
+                limit: 62780
+            })
         );
         let ok = guest_v4(MAX_LSO_PAYLOAD);
         let mut n = 0;
@@ -493,13 +580,22 @@ mod tests {
         assert_eq!((n, total), (43, MAX_LSO_PAYLOAD));
         let mut udp = guest_v4(10);
         udp[23] = 17;
-        assert!(matches!(segment(&udp, 4, 34, &mut scratch, &mut sink), Err(LsoError::Parse(_)) | Err(LsoError::NotTcp { .. })));
+        assert!(matches!(
+            segment(&udp, 4, 34, &mut scratch, &mut sink),
+            Err(LsoError::Parse(_)) | Err(LsoError::NotTcp { .. })
+        ));
         let mut frag = guest_v4(10);
         frag[20] = 0x20;
-        assert_eq!(segment(&frag, 4, 34, &mut scratch, &mut sink), Err(LsoError::Fragmented));
+        assert_eq!(
+            segment(&frag, 4, 34, &mut scratch, &mut sink),
+            Err(LsoError::Fragmented)
+        );
         let plan = LsoPlan::new(&f, 4, 34).unwrap();
         assert_eq!(plan.segment_count(), 3);
-        assert_eq!(plan.write_segment(3, &mut scratch), Err(LsoError::SegmentIndex { index: 3, count: 3 }));
+        assert_eq!(
+            plan.write_segment(3, &mut scratch),
+            Err(LsoError::SegmentIndex { index: 3, count: 3 })
+        );
         assert_eq!(plan.segment_len(2), 56);
     }
 

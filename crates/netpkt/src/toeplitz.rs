@@ -20,9 +20,9 @@ pub const MAX_INPUT_LEN: usize = KEY_LEN - 4;
 
 /// Microsoft's RSS verification key, Linux's default (PROTOCOL.md §9.1).
 pub const DEFAULT_KEY: [u8; KEY_LEN] = [
-    0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0, 0xd0, 0xca,
-    0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b,
-    0xbe, 0xac, 0x01, 0xfa,
+    0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0,
+    0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30, 0xf2, 0x0c,
+    0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
 ];
 
 /// NDIS `hash_info` bits (PROTOCOL.md §7.5): the hash function in the low byte, the enabled
@@ -141,7 +141,9 @@ pub struct Toeplitz {
 
 impl core::fmt::Debug for Toeplitz {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Toeplitz").field("key", &self.key).finish_non_exhaustive()
+        f.debug_struct("Toeplitz")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -225,12 +227,18 @@ impl Toeplitz {
         }
         let has = |bit: u32| hash_info & bit != 0;
         let ports = match (info.l4_offset, info.l4) {
-            (Some(_), L4::Tcp { src_port, dst_port, .. }) if !info.l3.is_fragment() => {
-                Some((true, (src_port, dst_port)))
-            }
-            (Some(_), L4::Udp { src_port, dst_port, .. }) if !info.l3.is_fragment() => {
-                Some((false, (src_port, dst_port)))
-            }
+            (
+                Some(_),
+                L4::Tcp {
+                    src_port, dst_port, ..
+                },
+            ) if !info.l3.is_fragment() => Some((true, (src_port, dst_port))),
+            (
+                Some(_),
+                L4::Udp {
+                    src_port, dst_port, ..
+                },
+            ) if !info.l3.is_fragment() => Some((false, (src_port, dst_port))),
             _ => None,
         };
         match info.l3 {
@@ -242,7 +250,9 @@ impl Toeplitz {
                 };
                 match l4 {
                     Some((p, ty)) => Some((self.hash_v4(src, dst, Some(p)), ty)),
-                    None if has(h::IPV4) => Some((self.hash_v4(src, dst, None), FlowHashType::Ipv4)),
+                    None if has(h::IPV4) => {
+                        Some((self.hash_v4(src, dst, None), FlowHashType::Ipv4))
+                    }
                     None => None,
                 }
             }
@@ -257,16 +267,31 @@ impl Toeplitz {
                     }
                 };
                 let l4 = match ports {
-                    Some((true, p)) => pick(h::TCP_IPV6, FlowHashType::TcpIpv6, h::TCP_IPV6_EX, FlowHashType::TcpIpv6Ex)
-                        .map(|ty| (p, ty)),
-                    Some((false, p)) => pick(h::UDP_IPV6, FlowHashType::UdpIpv6, h::UDP_IPV6_EX, FlowHashType::UdpIpv6Ex)
-                        .map(|ty| (p, ty)),
+                    Some((true, p)) => pick(
+                        h::TCP_IPV6,
+                        FlowHashType::TcpIpv6,
+                        h::TCP_IPV6_EX,
+                        FlowHashType::TcpIpv6Ex,
+                    )
+                    .map(|ty| (p, ty)),
+                    Some((false, p)) => pick(
+                        h::UDP_IPV6,
+                        FlowHashType::UdpIpv6,
+                        h::UDP_IPV6_EX,
+                        FlowHashType::UdpIpv6Ex,
+                    )
+                    .map(|ty| (p, ty)),
                     None => None,
                 };
                 match l4 {
                     Some((p, ty)) => Some((self.hash_v6(src, dst, Some(p)), ty)),
-                    None => pick(h::IPV6, FlowHashType::Ipv6, h::IPV6_EX, FlowHashType::Ipv6Ex)
-                        .map(|ty| (self.hash_v6(src, dst, None), ty)),
+                    None => pick(
+                        h::IPV6,
+                        FlowHashType::Ipv6,
+                        h::IPV6_EX,
+                        FlowHashType::Ipv6Ex,
+                    )
+                    .map(|ty| (self.hash_v6(src, dst, None), ty)),
                 }
             }
             L3::Other => None,
@@ -313,19 +338,68 @@ mod tests {
     use crate::frame::parse_frame;
     use std::boxed::Box;
 
+    /// An address and port.
+    type Endpoint = (Ipv4Addr, u16);
+
     /// Microsoft's RSS verification suite: (source, destination, L3 hash, L4 hash).
-    const V4: [((Ipv4Addr, u16), (Ipv4Addr, u16), u32, u32); 5] = [
-        ((Ipv4Addr::new(66, 9, 149, 187), 2794), (Ipv4Addr::new(161, 142, 100, 80), 1766), 0x323e8fc2, 0x51ccc178),
-        ((Ipv4Addr::new(199, 92, 111, 2), 14230), (Ipv4Addr::new(65, 69, 140, 83), 4739), 0xd718262a, 0xc626b0ea),
-        ((Ipv4Addr::new(24, 19, 198, 95), 12898), (Ipv4Addr::new(12, 22, 207, 184), 38024), 0xd2d0a5de, 0x5c2b394a),
-        ((Ipv4Addr::new(38, 27, 205, 30), 48228), (Ipv4Addr::new(209, 142, 163, 6), 2217), 0x82989176, 0xafc7327f),
-        ((Ipv4Addr::new(153, 39, 163, 191), 44251), (Ipv4Addr::new(202, 188, 127, 2), 1303), 0x5d1809c5, 0x10e828a2),
+    const V4: [(Endpoint, Endpoint, u32, u32); 5] = [
+        (
+            (Ipv4Addr::new(66, 9, 149, 187), 2794),
+            (Ipv4Addr::new(161, 142, 100, 80), 1766),
+            0x323e8fc2,
+            0x51ccc178,
+        ),
+        (
+            (Ipv4Addr::new(199, 92, 111, 2), 14230),
+            (Ipv4Addr::new(65, 69, 140, 83), 4739),
+            0xd718262a,
+            0xc626b0ea,
+        ),
+        (
+            (Ipv4Addr::new(24, 19, 198, 95), 12898),
+            (Ipv4Addr::new(12, 22, 207, 184), 38024),
+            0xd2d0a5de,
+            0x5c2b394a,
+        ),
+        (
+            (Ipv4Addr::new(38, 27, 205, 30), 48228),
+            (Ipv4Addr::new(209, 142, 163, 6), 2217),
+            0x82989176,
+            0xafc7327f,
+        ),
+        (
+            (Ipv4Addr::new(153, 39, 163, 191), 44251),
+            (Ipv4Addr::new(202, 188, 127, 2), 1303),
+            0x5d1809c5,
+            0x10e828a2,
+        ),
     ];
 
     const V6: [(&str, u16, &str, u16, u32, u32); 3] = [
-        ("3ffe:2501:200:1fff::7", 2794, "3ffe:2501:200:3::1", 1766, 0x2cc18cd5, 0x40207d3d),
-        ("3ffe:501:8::260:97ff:fe40:efab", 14230, "ff02::1", 4739, 0x0f0c461c, 0xdde51bbf),
-        ("3ffe:1900:4545:3:200:f8ff:fe21:67cf", 44251, "fe80::200:f8ff:fe21:67cf", 38024, 0x4b61e985, 0x02d1feef),
+        (
+            "3ffe:2501:200:1fff::7",
+            2794,
+            "3ffe:2501:200:3::1",
+            1766,
+            0x2cc18cd5,
+            0x40207d3d,
+        ),
+        (
+            "3ffe:501:8::260:97ff:fe40:efab",
+            14230,
+            "ff02::1",
+            4739,
+            0x0f0c461c,
+            0xdde51bbf,
+        ),
+        (
+            "3ffe:1900:4545:3:200:f8ff:fe21:67cf",
+            44251,
+            "fe80::200:f8ff:fe21:67cf",
+            38024,
+            0x4b61e985,
+            0x02d1feef,
+        ),
     ];
 
     #[test]
@@ -336,7 +410,11 @@ mod tests {
             assert_eq!(reference_hash(&DEFAULT_KEY, &b[..n]), l3, "{s} → {d}");
             assert_eq!(t.hash_v4(s, d, None), l3, "{s} → {d}");
             let (b, n) = hash_input_v4(s, d, Some((sp, dp)));
-            assert_eq!(reference_hash(&DEFAULT_KEY, &b[..n]), l4, "{s}:{sp} → {d}:{dp}");
+            assert_eq!(
+                reference_hash(&DEFAULT_KEY, &b[..n]),
+                l4,
+                "{s}:{sp} → {d}:{dp}"
+            );
             assert_eq!(t.hash_v4(s, d, Some((sp, dp))), l4, "{s}:{sp} → {d}:{dp}");
         }
     }
@@ -401,26 +479,44 @@ mod tests {
         let t = Box::new(Toeplitz::default());
         let linux = hash_info::LINUX_DEFAULT;
         let tcp = parse_frame(&frame_v4(6, 0, &tcp_header())).unwrap();
-        assert_eq!(t.rss_hash(&tcp, linux), Some((0x51ccc178, hash_info::TCP_IPV4)));
+        assert_eq!(
+            t.rss_hash(&tcp, linux),
+            Some((0x51ccc178, hash_info::TCP_IPV4))
+        );
         // TCP type off → 2-tuple with the IP type.
-        assert_eq!(t.rss_hash(&tcp, hash_info::TOEPLITZ | hash_info::IPV4), Some((0x323e8fc2, hash_info::IPV4)));
+        assert_eq!(
+            t.rss_hash(&tcp, hash_info::TOEPLITZ | hash_info::IPV4),
+            Some((0x323e8fc2, hash_info::IPV4))
+        );
         // No applicable type → unhashed.
-        assert_eq!(t.rss_hash(&tcp, hash_info::TOEPLITZ | hash_info::IPV6), None);
+        assert_eq!(
+            t.rss_hash(&tcp, hash_info::TOEPLITZ | hash_info::IPV6),
+            None
+        );
         // Not Toeplitz → unhashed.
         assert_eq!(t.rss_hash(&tcp, linux & !hash_info::FUNCTION_MASK), None);
         // First fragment of TCP: 2-tuple.
         let frag = parse_frame(&frame_v4(6, 0x2000, &tcp_header())).unwrap();
-        assert_eq!(t.rss_hash(&frag, linux), Some((0x323e8fc2, hash_info::IPV4)));
+        assert_eq!(
+            t.rss_hash(&frag, linux),
+            Some((0x323e8fc2, hash_info::IPV4))
+        );
         // UDP: 2-tuple unless a UDP type is set.
         let mut udp = [0u8; 8];
         udp[0..2].copy_from_slice(&2794u16.to_be_bytes());
         udp[2..4].copy_from_slice(&1766u16.to_be_bytes());
         let udp = parse_frame(&frame_v4(17, 0, &udp)).unwrap();
         assert_eq!(t.rss_hash(&udp, linux), Some((0x323e8fc2, hash_info::IPV4)));
-        assert_eq!(t.rss_hash(&udp, linux | hash_info::UDP_IPV4), Some((0x51ccc178, hash_info::UDP_IPV4)));
+        assert_eq!(
+            t.rss_hash(&udp, linux | hash_info::UDP_IPV4),
+            Some((0x51ccc178, hash_info::UDP_IPV4))
+        );
         // ICMP.
         let icmp = parse_frame(&frame_v4(1, 0, &[8, 0, 0, 0])).unwrap();
-        assert_eq!(t.rss_hash(&icmp, linux), Some((0x323e8fc2, hash_info::IPV4)));
+        assert_eq!(
+            t.rss_hash(&icmp, linux),
+            Some((0x323e8fc2, hash_info::IPV4))
+        );
         // Non-IP.
         let mut arp = [0u8; 60];
         arp[12] = 0x08;
@@ -443,16 +539,28 @@ mod tests {
         f.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 7]);
         f.extend_from_slice(&tcp_header());
         let info = parse_frame(&f).unwrap();
-        assert_eq!(t.rss_hash(&info, hash_info::LINUX_DEFAULT), Some((0x40207d3d, hash_info::TCP_IPV6)));
         assert_eq!(
-            t.rss_hash(&info, hash_info::TOEPLITZ | hash_info::TCP_IPV6_EX | hash_info::IPV6),
+            t.rss_hash(&info, hash_info::LINUX_DEFAULT),
+            Some((0x40207d3d, hash_info::TCP_IPV6))
+        );
+        assert_eq!(
+            t.rss_hash(
+                &info,
+                hash_info::TOEPLITZ | hash_info::TCP_IPV6_EX | hash_info::IPV6
+            ),
             Some((0x40207d3d, hash_info::TCP_IPV6_EX))
         );
-        assert_eq!(t.rss_hash(&info, hash_info::TOEPLITZ | hash_info::IPV6_EX), Some((0x2cc18cd5, hash_info::IPV6_EX)));
+        assert_eq!(
+            t.rss_hash(&info, hash_info::TOEPLITZ | hash_info::IPV6_EX),
+            Some((0x2cc18cd5, hash_info::IPV6_EX))
+        );
         // Set M: now a fragment, 2-tuple.
         f[14 + 40 + 3] = 1;
         let info = parse_frame(&f).unwrap();
-        assert_eq!(t.rss_hash(&info, hash_info::LINUX_DEFAULT), Some((0x2cc18cd5, hash_info::IPV6)));
+        assert_eq!(
+            t.rss_hash(&info, hash_info::LINUX_DEFAULT),
+            Some((0x2cc18cd5, hash_info::IPV6))
+        );
     }
 
     #[test]

@@ -141,7 +141,12 @@ pub(crate) fn be16_at(buf: &[u8], base: usize, range: Range<usize>) -> Option<u1
 /// The big-endian u32 at `base + range`, if present.
 pub(crate) fn be32_at(buf: &[u8], base: usize, range: Range<usize>) -> Option<u32> {
     let b = slice_at(buf, base, range)?;
-    Some(u32::from_be_bytes([*b.first()?, *b.get(1)?, *b.get(2)?, *b.get(3)?]))
+    Some(u32::from_be_bytes([
+        *b.first()?,
+        *b.get(1)?,
+        *b.get(2)?,
+        *b.get(3)?,
+    ]))
 }
 
 /// `buf[base + range]`, if present.

@@ -2,7 +2,9 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use netpkt::checksum::{self, ChecksumStatus, fill_ipv4_header_checksum, fill_l4_checksum, verify_l4_checksum};
+use netpkt::checksum::{
+    self, ChecksumStatus, fill_ipv4_header_checksum, fill_l4_checksum, verify_l4_checksum,
+};
 use netpkt::coalesce::{CoalesceConfig, CoalescedFrame, Coalescer, TcpChecksumMode};
 use netpkt::frame::{L3, L4, parse_frame, parse_lso_frame, tcp_flags};
 use netpkt::lso::{self, LsoPlan, MAX_LSO_PAYLOAD};
@@ -89,7 +91,16 @@ fn spec_strategy(max_payload: usize) -> impl Strategy<Value = Spec> {
         (0usize..=10).prop_flat_map(|n| proptest::collection::vec(any::<u8>(), n * 4)),
         proptest::collection::vec(any::<u8>(), 0..=max_payload),
     )
-        .prop_map(|(v6, udp, vlan, seq, id, flags, options, payload)| Spec { v6, udp, vlan, seq, id, flags, options, payload })
+        .prop_map(|(v6, udp, vlan, seq, id, flags, options, payload)| Spec {
+            v6,
+            udp,
+            vlan,
+            seq,
+            id,
+            flags,
+            options,
+            payload,
+        })
 }
 
 /// Naive RFC 1071 for comparison.
@@ -107,8 +118,14 @@ fn naive_fold(data: &[u8], initial: u32) -> u16 {
 /// Runs every entry point on `bytes`; they must return, not panic.
 fn exercise(bytes: &[u8]) {
     let t = Toeplitz::default();
-    for info in [parse_frame(bytes), parse_lso_frame(bytes)].into_iter().flatten() {
-        let _ = t.rss_hash(&info, hash_info::LINUX_DEFAULT | hash_info::UDP_IPV4 | hash_info::UDP_IPV6);
+    for info in [parse_frame(bytes), parse_lso_frame(bytes)]
+        .into_iter()
+        .flatten()
+    {
+        let _ = t.rss_hash(
+            &info,
+            hash_info::LINUX_DEFAULT | hash_info::UDP_IPV4 | hash_info::UDP_IPV6,
+        );
         let _ = info.l4_payload_len();
     }
     let _ = verify_l4_checksum(bytes);
@@ -119,7 +136,9 @@ fn exercise(bytes: &[u8]) {
     let _ = checksum::complete_partial_checksum(&mut copy, 34, 16);
     let mut scratch = vec![0u8; 4096];
     let mut total = 0usize;
-    let _ = lso::segment(bytes, 536, 34, &mut scratch, &mut |s: &[u8]| total += s.len());
+    let _ = lso::segment(bytes, 536, 34, &mut scratch, &mut |s: &[u8]| {
+        total += s.len()
+    });
     let _ = lso::segment_gso(bytes, 1, &mut scratch, &mut |s: &[u8]| total += s.len());
     let mut c = Coalescer::new(CoalesceConfig::default()).unwrap();
     c.push(bytes, &mut |f: CoalescedFrame<'_>| total += f.frame.len());
@@ -130,7 +149,9 @@ fn exercise(bytes: &[u8]) {
 
 fn tcp_fields(f: &[u8]) -> (u32, u8, u16) {
     let info = parse_frame(f).unwrap();
-    let L4::Tcp { seq, flags, .. } = info.l4 else { panic!("not TCP") };
+    let L4::Tcp { seq, flags, .. } = info.l4 else {
+        panic!("not TCP")
+    };
     let id = match info.l3 {
         L3::Ipv4 { id, .. } => id,
         _ => 0,
@@ -168,16 +189,25 @@ fn check_identity(spec: &Spec, mss: u16, stale: bool) -> Result<(), TestCaseErro
     let (frame, l4) = spec.build();
     let mut segments = Vec::new();
     let mut scratch = vec![0u8; 70_000];
-    let n = lso::segment(&frame, mss, l4, &mut scratch, &mut |s: &[u8]| segments.push(s.to_vec())).unwrap();
+    let n = lso::segment(&frame, mss, l4, &mut scratch, &mut |s: &[u8]| {
+        segments.push(s.to_vec())
+    })
+    .unwrap();
     prop_assert_eq!(n, segments.len());
     prop_assert_eq!(n, spec.payload.len().div_ceil(usize::from(mss)).max(1));
     let config = CoalesceConfig {
-        tcp_checksum: if stale { TcpChecksumMode::LeaveStale } else { TcpChecksumMode::Recompute },
+        tcp_checksum: if stale {
+            TcpChecksumMode::LeaveStale
+        } else {
+            TcpChecksumMode::Recompute
+        },
         ..CoalesceConfig::default()
     };
     let mut c = Coalescer::new(config).unwrap();
     let mut outs: Vec<(Vec<u8>, u16, u16, bool)> = Vec::new();
-    let mut sink = |f: CoalescedFrame<'_>| outs.push((f.frame.to_vec(), f.segments, f.mss, f.tcp_checksum_stale));
+    let mut sink = |f: CoalescedFrame<'_>| {
+        outs.push((f.frame.to_vec(), f.segments, f.mss, f.tcp_checksum_stale))
+    };
     for s in &segments {
         c.push(s, &mut sink);
     }
@@ -198,7 +228,11 @@ fn check_identity(spec: &Spec, mss: u16, stale: bool) -> Result<(), TestCaseErro
             prop_assert_eq!(id, id0.wrapping_add(segs_before as u16));
         }
         let last = i + 1 == outs.len();
-        let want_flags = if last { flags0 } else { flags0 & !tcp_flags::PSH };
+        let want_flags = if last {
+            flags0
+        } else {
+            flags0 & !tcp_flags::PSH
+        };
         prop_assert_eq!(flags, want_flags);
         prop_assert_eq!(*out_mss, mss.min(spec.payload.len() as u16));
         prop_assert_eq!(*out_stale, stale && *segs > 1);
@@ -215,7 +249,10 @@ fn check_identity(spec: &Spec, mss: u16, stale: bool) -> Result<(), TestCaseErro
         if !*out_stale {
             let first = segs_before as usize - usize::from(*segs);
             let mut again = Vec::new();
-            lso::segment_gso(f, *out_mss, &mut scratch, &mut |s: &[u8]| again.push(s.to_vec())).unwrap();
+            lso::segment_gso(f, *out_mss, &mut scratch, &mut |s: &[u8]| {
+                again.push(s.to_vec())
+            })
+            .unwrap();
             prop_assert_eq!(&again[..], &segments[first..first + usize::from(*segs)]);
         }
     }
@@ -371,7 +408,12 @@ fn guest_form_equals_normal_form() {
         assert_eq!(a, collect(&normal));
         assert_eq!(a.len(), 5);
         let flags: Vec<u8> = a.iter().map(|s| tcp_fields(s).1).collect();
-        let (ack, psh, fin, cwr) = (tcp_flags::ACK, tcp_flags::PSH, tcp_flags::FIN, tcp_flags::CWR);
+        let (ack, psh, fin, cwr) = (
+            tcp_flags::ACK,
+            tcp_flags::PSH,
+            tcp_flags::FIN,
+            tcp_flags::CWR,
+        );
         assert_eq!(flags, [ack | cwr, ack, ack, ack, ack | psh | fin]);
     }
 }

@@ -54,7 +54,6 @@ pub(crate) struct ReceiveBuffer {
     pub(crate) region: GuestRegion,
     pub(crate) gpadl: u32,
     pub(crate) section_size: u32,
-    pub(crate) count: u32,
 }
 
 /// A send-buffer section being filled with frames.

@@ -532,7 +532,6 @@ fn bring_up(
         region: recv_region,
         gpadl: recv_gpadl,
         section_size: size,
-        count,
     });
 
     // 5. Send buffer.

@@ -568,7 +568,7 @@ mod tests {
                 0, 0
             ]
         );
-        let g = NdisOffload::parse(&NdisOffload::host(false, false).as_bytes()[..])
+        let g = NdisOffload::parse(NdisOffload::host(false, false).as_bytes())
             .unwrap()
             .guest_offloads();
         assert!(g.tx_csum_v4 && !g.udp_csum_v4 && g.tso_v4.is_some() && !g.rsc);

@@ -179,7 +179,9 @@ pub struct RssParametersFixed {
 }
 const _: () = assert!(size_of::<RssParametersFixed>() == RSS_PARAMETERS_SIZE);
 
-/// RSS as the host applies it after a SET of the parameters.
+/// RSS as the host applies it after a SET of the parameters. (The enabled variant is
+/// large, ~560 bytes, and stays unboxed: the crate works without alloc.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RssConfig {
     /// DISABLE_RSS or hash function 0: everything to queue 0.

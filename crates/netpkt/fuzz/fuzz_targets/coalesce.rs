@@ -13,10 +13,16 @@ fuzz_target!(|data: &[u8]| {
     let config = CoalesceConfig {
         max_ip_len: 41 + u16::from(*c0) * 200,
         max_segments: u16::from(*c1 & 0x3F) + 1,
-        tcp_checksum: if c1 & 0x40 != 0 { TcpChecksumMode::LeaveStale } else { TcpChecksumMode::Recompute },
+        tcp_checksum: if c1 & 0x40 != 0 {
+            TcpChecksumMode::LeaveStale
+        } else {
+            TcpChecksumMode::Recompute
+        },
         verify_checksums: c1 & 0x80 == 0,
     };
-    let Ok(mut c) = Coalescer::new(config) else { return };
+    let Ok(mut c) = Coalescer::new(config) else {
+        return;
+    };
     let mut inputs = 0usize;
     let mut outputs = 0usize;
     let mut sink = |f: CoalescedFrame<'_>| {
@@ -27,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(info.ip_end, f.frame.len());
             assert!(info.ip_end - info.l3_offset <= usize::from(config.max_ip_len));
             if !f.tcp_checksum_stale && config.verify_checksums {
-                assert_eq!(checksum::verify_l4_checksum(f.frame), Ok(ChecksumStatus::Valid));
+                assert_eq!(
+                    checksum::verify_l4_checksum(f.frame),
+                    Ok(ChecksumStatus::Valid)
+                );
             }
         }
     };

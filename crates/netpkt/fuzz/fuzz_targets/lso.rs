@@ -8,7 +8,9 @@ use netpkt::frame::parse_frame;
 use netpkt::lso::{self, LsoPlan};
 
 fuzz_target!(|data: &[u8]| {
-    let [m0, m1, off, frame @ ..] = data else { return };
+    let [m0, m1, off, frame @ ..] = data else {
+        return;
+    };
     let mss = u16::from_be_bytes([*m0, *m1]);
     let mut scratch = vec![0u8; 65_600];
     let check = |plan: &LsoPlan<'_>, segments: &[Vec<u8>]| {
@@ -22,11 +24,26 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(payload, plan.payload_len());
     };
     let mut segments = Vec::new();
-    if lso::segment(frame, mss, usize::from(*off), &mut scratch, &mut |s: &[u8]| segments.push(s.to_vec())).is_ok() {
-        check(&LsoPlan::new(frame, mss, usize::from(*off)).unwrap(), &segments);
+    if lso::segment(
+        frame,
+        mss,
+        usize::from(*off),
+        &mut scratch,
+        &mut |s: &[u8]| segments.push(s.to_vec()),
+    )
+    .is_ok()
+    {
+        check(
+            &LsoPlan::new(frame, mss, usize::from(*off)).unwrap(),
+            &segments,
+        );
     }
     segments.clear();
-    if lso::segment_gso(frame, mss, &mut scratch, &mut |s: &[u8]| segments.push(s.to_vec())).is_ok() {
+    if lso::segment_gso(frame, mss, &mut scratch, &mut |s: &[u8]| {
+        segments.push(s.to_vec())
+    })
+    .is_ok()
+    {
         check(&LsoPlan::new_gso(frame, mss).unwrap(), &segments);
     }
 });

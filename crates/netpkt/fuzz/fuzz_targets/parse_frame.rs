@@ -9,7 +9,10 @@ use netpkt::toeplitz::{Toeplitz, hash_info};
 
 fuzz_target!(|data: &[u8]| {
     let toeplitz = Toeplitz::default();
-    for info in [parse_frame(data), parse_lso_frame(data)].into_iter().flatten() {
+    for info in [parse_frame(data), parse_lso_frame(data)]
+        .into_iter()
+        .flatten()
+    {
         assert!(info.l3_offset <= info.ip_end && info.ip_end <= data.len());
         if let Some(l4) = info.l4_offset {
             assert!(l4 <= info.ip_end);
@@ -17,14 +20,20 @@ fuzz_target!(|data: &[u8]| {
         if let Some(p) = info.l4_payload_offset() {
             assert!(p <= info.ip_end);
         }
-        let _ = toeplitz.rss_hash(&info, hash_info::LINUX_DEFAULT | hash_info::UDP_IPV4 | hash_info::UDP_IPV6_EX);
+        let _ = toeplitz.rss_hash(
+            &info,
+            hash_info::LINUX_DEFAULT | hash_info::UDP_IPV4 | hash_info::UDP_IPV6_EX,
+        );
     }
     let _ = checksum::verify_l4_checksum(data);
     let _ = checksum::verify_ipv4_header_checksum(data);
     // Filling then verifying must agree.
     let mut copy = data.to_vec();
     if checksum::fill_l4_checksum(&mut copy).is_ok() {
-        assert_eq!(checksum::verify_l4_checksum(&copy), Ok(ChecksumStatus::Valid));
+        assert_eq!(
+            checksum::verify_l4_checksum(&copy),
+            Ok(ChecksumStatus::Valid)
+        );
     }
     if checksum::fill_ipv4_header_checksum(&mut copy).is_ok() {
         assert_eq!(checksum::verify_ipv4_header_checksum(&copy), Ok(true));

@@ -51,7 +51,7 @@ fuzz_target!(|input: &[u8]| {
                             if let Ok(ranges) = GpaDirectRanges::parse(p.header, MAX_GPA_RANGES) {
                                 for r in ranges {
                                     assert!(r.byte_count > 0 && r.byte_offset < 4096);
-                                    let _ = r.pfn_iter().sum::<u64>();
+                                    let _ = r.pfn_iter().fold(0u64, u64::wrapping_add);
                                 }
                             }
                         }
