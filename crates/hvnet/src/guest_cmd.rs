@@ -48,7 +48,8 @@ pub fn run(args: GuestArgs) -> Result<i32> {
     }
     let tracer = match &args.trace {
         Some(p) => Some(Arc::new(
-            Tracer::create(p, args.trace_data).with_context(|| format!("create trace {}", p.display()))?,
+            Tracer::create(p, args.trace_data)
+                .with_context(|| format!("create trace {}", p.display()))?,
         )),
         None => None,
     };
@@ -75,22 +76,24 @@ pub fn run(args: GuestArgs) -> Result<i32> {
         let ifname = args.ifname.clone();
         ctl::serve(
             &ctl_path,
-            Arc::new(move |req: &Value| match req.get("cmd").and_then(Value::as_str) {
-                Some("status") => json!({
-                    "ifname": ifname,
-                    "link_up": link.up.load(std::sync::atomic::Ordering::Relaxed),
-                    "mac": format_mac(info.mac),
-                    "info": info,
-                }),
-                Some("stats") => {
-                    let mut m = serde_json::Map::new();
-                    for (k, v) in stats.snapshot() {
-                        m.insert(k.into(), v.into());
+            Arc::new(
+                move |req: &Value| match req.get("cmd").and_then(Value::as_str) {
+                    Some("status") => json!({
+                        "ifname": ifname,
+                        "link_up": link.up.load(std::sync::atomic::Ordering::Relaxed),
+                        "mac": format_mac(info.mac),
+                        "info": info,
+                    }),
+                    Some("stats") => {
+                        let mut m = serde_json::Map::new();
+                        for (k, v) in stats.snapshot() {
+                            m.insert(k.into(), v.into());
+                        }
+                        Value::Object(m)
                     }
-                    Value::Object(m)
-                }
-                other => json!({"error": format!("unknown command {other:?}")}),
-            }),
+                    other => json!({"error": format!("unknown command {other:?}")}),
+                },
+            ),
         )?;
     }
     let info = guest.info();

@@ -44,7 +44,8 @@ pub fn run(args: HostArgs) -> Result<()> {
     }
     let tracer = match &args.trace {
         Some(p) => Some(Arc::new(
-            Tracer::create(p, args.trace_data).with_context(|| format!("create trace {}", p.display()))?,
+            Tracer::create(p, args.trace_data)
+                .with_context(|| format!("create trace {}", p.display()))?,
         )),
         None => None,
     };
@@ -69,7 +70,10 @@ pub fn run(args: HostArgs) -> Result<()> {
     let ctl_path = ctl::host_socket(&args.dir.run_dir, &args.dir.lab);
     {
         let host = host.clone();
-        ctl::serve(&ctl_path, Arc::new(move |req: &Value| handle(&host.lock().unwrap(), req)))?;
+        ctl::serve(
+            &ctl_path,
+            Arc::new(move |req: &Value| handle(&host.lock().unwrap(), req)),
+        )?;
     }
     eprintln!(
         "hvnet host: serving {} VM(s) as {} in {}",
@@ -101,7 +105,10 @@ fn handle(host: &Host, req: &Value) -> Value {
                     stats.insert("rx_sections".into(), count.into());
                     stats.insert(
                         "vmbus_protocol_errors".into(),
-                        server.protocol_errors.load(std::sync::atomic::Ordering::Relaxed).into(),
+                        server
+                            .protocol_errors
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                            .into(),
                     );
                     json!({
                         "vm": spec.name,
@@ -145,5 +152,8 @@ fn handle(host: &Host, req: &Value) -> Value {
 
 /// `00:15:5d:…` form of a MAC.
 pub fn format_mac(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

@@ -144,7 +144,12 @@ fn progress(msg: &str) {
     }
 }
 
-fn wait_for(what: &str, lab: &mut Lab, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+fn wait_for(
+    what: &str,
+    lab: &mut Lab,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while !ready() {
         if signals::stop_requested() {
@@ -244,17 +249,25 @@ fn run_lab(args: &LabArgs, lab: &mut Lab) -> Result<i32> {
             format!("{v6}/64"),
         ]);
         if let Some(t) = &args.trace {
-            a.extend(["--trace".into(), t.join(format!("{vm}.jsonl")).display().to_string()]);
+            a.extend([
+                "--trace".into(),
+                t.join(format!("{vm}.jsonl")).display().to_string(),
+            ]);
         }
         progress(&format!("starting {vm}…"));
         lab.spawn(&format!("hvnet guest {vm}"), &a)?;
     }
     for (vm, _, _) in VMS {
         let path = ctl::guest_socket(&dir.run_dir, &dir.lab, vm);
-        wait_for(&format!("{vm}'s NIC to come up"), lab, Duration::from_secs(30), || {
-            ctl::request(&path, &json!({"cmd": "status"}))
-                .is_ok_and(|s| s["link_up"].as_bool() == Some(true))
-        })?;
+        wait_for(
+            &format!("{vm}'s NIC to come up"),
+            lab,
+            Duration::from_secs(30),
+            || {
+                ctl::request(&path, &json!({"cmd": "status"}))
+                    .is_ok_and(|s| s["link_up"].as_bool() == Some(true))
+            },
+        )?;
     }
     let bring_up = started.elapsed();
 
@@ -271,7 +284,10 @@ fn run_lab(args: &LabArgs, lab: &mut Lab) -> Result<i32> {
     }
     // TCP bulk, both families.
     let mut tcps = Vec::new();
-    for (i, (family, bytes)) in [("IPv4", args.bytes), ("IPv6", args.bytes6)].into_iter().enumerate() {
+    for (i, (family, bytes)) in [("IPv4", args.bytes), ("IPv6", args.bytes6)]
+        .into_iter()
+        .enumerate()
+    {
         let dst: IpAddr = if i == 0 { VMS[1].1 } else { VMS[1].2 }.parse()?;
         let t0 = Instant::now();
         let r = traffic::tcp_bulk(VMS[0].0, VMS[1].0, dst, 5201 + i as u16, bytes, |got| {
@@ -292,7 +308,10 @@ fn run_lab(args: &LabArgs, lab: &mut Lab) -> Result<i32> {
         }
     }
     progress("");
-    let host = ctl::request(&ctl::host_socket(&dir.run_dir, &dir.lab), &json!({"cmd": "stats"}))?;
+    let host = ctl::request(
+        &ctl::host_socket(&dir.run_dir, &dir.lab),
+        &json!({"cmd": "stats"}),
+    )?;
     let mut guests = Vec::new();
     for (vm, _, _) in VMS {
         let path = ctl::guest_socket(&dir.run_dir, &dir.lab, vm);
@@ -302,8 +321,8 @@ fn run_lab(args: &LabArgs, lab: &mut Lab) -> Result<i32> {
             ctl::request(&path, &json!({"cmd": "stats"}))?,
         ));
     }
-    let ok = echoes.iter().all(|(_, e)| e.received == e.sent)
-        && tcps.iter().all(|(_, t)| t.bytes > 0);
+    let ok =
+        echoes.iter().all(|(_, e)| e.received == e.sent) && tcps.iter().all(|(_, t)| t.bytes > 0);
     let report = Report {
         profile: args.profile.name(),
         bring_up,
@@ -352,7 +371,11 @@ impl Report<'_> {
 
     fn print(&self) {
         let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-        println!("hvnet lab report — host profile {}, bring-up {:.2} s", self.profile, self.bring_up.as_secs_f64());
+        println!(
+            "hvnet lab report — host profile {}, bring-up {:.2} s",
+            self.profile,
+            self.bring_up.as_secs_f64()
+        );
         println!();
         println!("ICMP echo vm1 → vm2");
         for (family, e) in self.echoes {
@@ -379,7 +402,16 @@ impl Report<'_> {
         println!();
         println!(
             "{:<6} {:>12} {:>14} {:>12} {:>14} {:>10} {:>10} {:>9} {:>10} {:>8}",
-            "VM", "tx packets", "tx bytes", "rx packets", "rx bytes", "tx copied", "tx pagebuf", "tx full", "rx peak", "drops"
+            "VM",
+            "tx packets",
+            "tx bytes",
+            "rx packets",
+            "rx bytes",
+            "tx copied",
+            "tx pagebuf",
+            "tx full",
+            "rx peak",
+            "drops"
         );
         for (vm, _, st) in self.guests {
             let drops = s(st, "rx_tap_dropped") + s(st, "tx_no_memory") + s(st, "tx_too_big");

@@ -5,10 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
-
 extern "C" fn on_signal(_sig: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
-
 }
 
 /// Installs handlers for SIGINT, SIGTERM and SIGHUP that set the stop flag.
@@ -33,4 +31,3 @@ pub fn stop_requested() -> bool {
 pub fn flag() -> &'static AtomicBool {
     &STOP
 }
-

@@ -175,7 +175,8 @@ pub fn tcp_bulk(
         let mut left = bytes;
         while left > 0 {
             let n = left.min(chunk.len() as u64) as usize;
-            s.write_all(&chunk[..n]).context("TCP send stalled for 10 s")?;
+            s.write_all(&chunk[..n])
+                .context("TCP send stalled for 10 s")?;
             left -= n as u64;
         }
         s.shutdown(std::net::Shutdown::Write)?;

@@ -48,14 +48,18 @@ fn assert_clean(lab: &str) {
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let list = String::from_utf8_lossy(&out.stdout);
     assert!(
-        !list.lines().any(|l| l.starts_with("vm1") || l.starts_with("vm2")),
+        !list
+            .lines()
+            .any(|l| l.starts_with("vm1") || l.starts_with("vm2")),
         "namespaces left behind: {list}"
     );
     assert!(
         !Path::new("/run/hvnet").join(lab).exists(),
         "run directory left behind"
     );
-    let out = Command::new("pgrep").args(["-f", &format!("--lab {lab}")]).output();
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("--lab {lab}")])
+        .output();
     if let Ok(out) = out {
         assert!(
             out.stdout.is_empty(),
@@ -70,7 +74,10 @@ fn lab_passes_icmp_and_tcp_over_ipv4_and_ipv6_and_cleans_up() {
     let Some(_lock) = lab_lock() else { return };
     let trace = std::env::temp_dir().join(format!("hvnet-e2e-trace-{}", std::process::id()));
     let out = Command::new(HVNET)
-        .args(["lab", "--lab", "e2e", "--bytes", "256M", "--bytes6", "64M", "--pings", "10", "--json", "--trace"])
+        .args([
+            "lab", "--lab", "e2e", "--bytes", "256M", "--bytes6", "64M", "--pings", "10", "--json",
+            "--trace",
+        ])
         .arg(&trace)
         .output()
         .unwrap();
@@ -165,8 +172,17 @@ struct Manual {
 impl Manual {
     fn new(lab: &str) -> Self {
         for ns in ["vm1", "vm2"] {
-            assert!(Command::new("ip").args(["netns", "add", ns]).status().unwrap().success());
-            Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]).status().unwrap();
+            assert!(
+                Command::new("ip")
+                    .args(["netns", "add", ns])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            Command::new("ip")
+                .args(["-n", ns, "link", "set", "lo", "up"])
+                .status()
+                .unwrap();
         }
         let mut m = Self {
             lab: lab.into(),
@@ -209,7 +225,11 @@ impl Manual {
         let args = self.guest_args(vm, n);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let i = self.spawn(&refs);
-        self.wait_for(&Path::new("/run/hvnet").join(&self.lab).join(format!("{vm}.ctl")));
+        self.wait_for(
+            &Path::new("/run/hvnet")
+                .join(&self.lab)
+                .join(format!("{vm}.ctl")),
+        );
         i
     }
 
@@ -249,7 +269,10 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
     std::thread::spawn(move || {
         let f_ns = File::open(path).unwrap();
         // SAFETY: setns on an fd we own, for this thread only.
-        assert_eq!(unsafe { libc::setns(f_ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        assert_eq!(
+            unsafe { libc::setns(f_ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
         f()
     })
     .join()
@@ -312,7 +335,10 @@ fn killed_guest_restarts_with_its_own_command_line_and_host_keeps_serving() {
     let mut m = Manual::new("e2e-restart");
     m.start_guest("vm1", 1);
     let vm2 = m.start_guest("vm2", 2);
-    assert_eq!(eventually(Duration::from_secs(10), || tcp_transfer(6001, 8 << 20)), 8 << 20);
+    assert_eq!(
+        eventually(Duration::from_secs(10), || tcp_transfer(6001, 8 << 20)),
+        8 << 20
+    );
 
     // Kill vm2's guest in the middle of a transfer.
     let transfer = std::thread::spawn(|| tcp_transfer(6002, 1 << 30));
@@ -323,7 +349,10 @@ fn killed_guest_restarts_with_its_own_command_line_and_host_keeps_serving() {
 
     // The host noticed and serves the restarted guest; the other VM is unaffected.
     m.start_guest("vm2", 2);
-    assert_eq!(eventually(Duration::from_secs(15), || tcp_transfer(6003, 8 << 20)), 8 << 20);
+    assert_eq!(
+        eventually(Duration::from_secs(15), || tcp_transfer(6003, 8 << 20)),
+        8 << 20
+    );
     let stats = Command::new(HVNET).args(["--version"]).output().unwrap();
     assert!(stats.status.success());
     drop(m);
@@ -343,7 +372,10 @@ fn killed_host_takes_the_link_down_and_the_guest_exits_clearly() {
         if let Some(s) = m.children[vm1].try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "guest did not notice the host's death");
+        assert!(
+            Instant::now() < deadline,
+            "guest did not notice the host's death"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(3));
@@ -354,7 +386,10 @@ fn killed_host_takes_the_link_down_and_the_guest_exits_clearly() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    assert!(err.contains("the host closed the VMBus connection"), "{err}");
+    assert!(
+        err.contains("the host closed the VMBus connection"),
+        "{err}"
+    );
     drop(m);
     assert_clean("e2e-hostdeath");
 }

@@ -157,8 +157,7 @@ pub struct Driver {
 impl Driver {
     /// A driver over an opened channel's rings.
     pub(crate) fn new(
-        writer: RingWriter,
-        reader: RingReader,
+        rings: vmbus::channel::GuestRings,
         to_host: EventFd,
         from_host: EventFd,
         relid: u32,
@@ -167,8 +166,8 @@ impl Driver {
         tracer: Option<Arc<Tracer>>,
     ) -> Result<Self, GuestError> {
         Ok(Self {
-            writer,
-            reader,
+            writer: rings.writer,
+            reader: rings.reader,
             to_host,
             from_host,
             relid,
@@ -197,14 +196,12 @@ impl Driver {
 
     fn trace_nvsp(&self, dir: Dir, m: &NvspMessage<'_>, bytes: &[u8]) {
         let Some(t) = &self.tracer else { return };
-        if matches!(
+        let data = matches!(
             m,
             NvspMessage::SendRndisPacket(p) if p.channel_type.get() == nw::CHANNEL_TYPE_DATA
-        ) || matches!(m, NvspMessage::SendRndisPacketComplete(_))
-        {
-            if !t.wants_data() {
-                return;
-            }
+        ) || matches!(m, NvspMessage::SendRndisPacketComplete(_));
+        if data && !t.wants_data() {
+            return;
         }
         let mut fields = serde_json::Map::new();
         m.visit_fields(&mut |name, v| {
@@ -306,7 +303,9 @@ impl Driver {
             .ok_or(GuestError::Timeout("a free control buffer"))?;
         if message.len() > self.control.slot_size() {
             self.control.release(slot);
-            return Err(GuestError::Protocol("RNDIS control message too large".into()));
+            return Err(GuestError::Protocol(
+                "RNDIS control message too large".into(),
+            ));
         }
         self.control.write(slot, 0, message);
         rndis_io::trace_rndis(self.tracer.as_deref(), Dir::Tx, self.relid, message);
@@ -386,7 +385,9 @@ impl Driver {
                 }
                 PacketType::DATA_INBAND => self.on_inband(pkt.payload),
                 _ => {
-                    self.stats.unsupported_packets.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .unsupported_packets
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -638,7 +639,10 @@ impl Driver {
                     section_index: U32::new(open.index),
                     section_size: U32::new(open.used as u32),
                 });
-                (PacketType::DATA_INBAND, tag::SECTION | u64::from(open.index))
+                (
+                    PacketType::DATA_INBAND,
+                    tag::SECTION | u64::from(open.index),
+                )
             }
             Send::Staging { slot, start, len } => {
                 let gpa = self.staging.gpa(*slot, *start);
@@ -650,13 +654,17 @@ impl Driver {
                     byte_offset: offset,
                     pfns: &pfns,
                 }];
-                hlen = packet::write_gpa_direct_header(&mut header, &ranges, packet::MAX_GPA_RANGES)?;
+                hlen =
+                    packet::write_gpa_direct_header(&mut header, &ranges, packet::MAX_GPA_RANGES)?;
                 msg = NvspMessage::SendRndisPacket(nw::SendRndisPacket {
                     channel_type: U32::new(nw::CHANNEL_TYPE_DATA),
                     section_index: U32::new(nw::NO_SECTION),
                     section_size: U32::ZERO,
                 });
-                (PacketType::DATA_USING_GPA_DIRECT, tag::STAGING | u64::from(*slot))
+                (
+                    PacketType::DATA_USING_GPA_DIRECT,
+                    tag::STAGING | u64::from(*slot),
+                )
             }
         };
         let mut buf = [0u8; nw::V6_1_MESSAGE_SIZE];
@@ -697,7 +705,9 @@ impl Driver {
                     self.staging.release(slot);
                     break;
                 };
-                let buf = self.staging.slice_mut(slot, HEADROOM, STAGING_SLOT - HEADROOM);
+                let buf = self
+                    .staging
+                    .slice_mut(slot, HEADROOM, STAGING_SLOT - HEADROOM);
                 // SAFETY-free reborrow dance: the TAP reads straight into guest memory.
                 let ptr = buf.as_mut_ptr();
                 let len = buf.len();
@@ -816,13 +826,16 @@ impl Driver {
         rndis_io::set_message_length(&mut hdr, msg_len as u32);
         pool.write(open.index, open.used, &hdr);
         // SAFETY: both are guest memory we own; the staging slot is not lent.
-        let frame = unsafe {
-            std::slice::from_raw_parts(self.staging.ptr(slot, frame_start), frame_len)
-        };
+        let frame =
+            unsafe { std::slice::from_raw_parts(self.staging.ptr(slot, frame_start), frame_len) };
         pool.write(open.index, open.used + hdr.len(), frame);
         let pad = msg_len - hdr.len() - frame_len;
         if pad > 0 {
-            pool.write(open.index, open.used + hdr.len() + frame_len, &[0u8; 8][..pad]);
+            pool.write(
+                open.index,
+                open.used + hdr.len() + frame_len,
+                &[0u8; 8][..pad],
+            );
         }
         open.used += msg_len;
         open.packets += 1;
@@ -851,9 +864,10 @@ impl Driver {
             let from_host = self.from_host.as_fd();
             let wake = self.commands.wake.as_fd();
             let ready = match (&self.tap, tap_ready) {
-                (Some(tap), true) => {
-                    wait_any(&[from_host, wake, tap.as_fd()], Some(Duration::from_secs(1)))
-                }
+                (Some(tap), true) => wait_any(
+                    &[from_host, wake, tap.as_fd()],
+                    Some(Duration::from_secs(1)),
+                ),
                 _ => wait_any(&[from_host, wake], Some(Duration::from_secs(1))),
             }
             .unwrap_or(0);
@@ -880,7 +894,10 @@ impl Driver {
             self.flush_rx_completions()?;
             self.retry_blocked()?;
             self.commit()?;
-            let sends_out = self.send.as_ref().is_some_and(|(p, _)| p.free_count() < p.count() as usize)
+            let sends_out = self
+                .send
+                .as_ref()
+                .is_some_and(|(p, _)| p.free_count() < p.count() as usize)
                 || self.staging.free_count() < self.staging.count() as usize
                 || self.control.free_count() < self.control.count() as usize;
             if !sends_out && self.rx_completions.is_empty() && self.blocked.is_empty() {
@@ -901,10 +918,10 @@ impl Driver {
                     reply,
                 } => {
                     self.replies.insert(request_id, ReplySlot::Sender(reply));
-                    if let Err(e) = self.send_rndis_control(&message) {
-                        if let Some(ReplySlot::Sender(s)) = self.replies.remove(&request_id) {
-                            let _ = s.send(Err(e));
-                        }
+                    if let Err(e) = self.send_rndis_control(&message)
+                        && let Some(ReplySlot::Sender(s)) = self.replies.remove(&request_id)
+                    {
+                        let _ = s.send(Err(e));
                     }
                 }
             }

@@ -198,15 +198,16 @@ impl Guest {
     /// namespace) and starts the data path.
     pub fn start(config: &GuestConfig) -> Result<Self, GuestError> {
         let recv_bytes = rx_buffer_bytes(config.rx_sections, 1728);
-        let send_bytes = (config.tx_sections as usize * nw::SEND_SECTION_SIZE as usize)
-            .next_multiple_of(4096);
+        let send_bytes =
+            (config.tx_sections as usize * nw::SEND_SECTION_SIZE as usize).next_multiple_of(4096);
         let memory_bytes = recv_bytes
             + send_bytes
             + 2 * config.ring_pages as usize * 4096
             + config.staging_slots as usize * driver::STAGING_SLOT
             + (1 << 20);
         let memory = Arc::new(GuestMemory::new(memory_bytes)?);
-        let mut client = Client::connect(&config.vmbus_socket, memory.clone(), config.tracer.clone())?;
+        let mut client =
+            Client::connect(&config.vmbus_socket, memory.clone(), config.tracer.clone())?;
         let offers = client.request_offers()?;
         let offer = offers
             .iter()
@@ -216,10 +217,15 @@ impl Guest {
         let channel = client.open_channel(offer.relid, config.ring_pages)?;
         let rings = GuestRings::new(&channel)?;
         let mut driver = Driver::new(
-            rings.writer,
-            rings.reader,
-            channel.guest_to_host.try_clone_fd().map(vmbus::event::EventFd::from_fd)??,
-            channel.host_to_guest.try_clone_fd().map(vmbus::event::EventFd::from_fd)??,
+            rings,
+            channel
+                .guest_to_host
+                .try_clone_fd()
+                .map(vmbus::event::EventFd::from_fd)??,
+            channel
+                .host_to_guest
+                .try_clone_fd()
+                .map(vmbus::event::EventFd::from_fd)??,
             offer.relid,
             &memory,
             config.staging_slots,
@@ -230,7 +236,15 @@ impl Guest {
             ..Default::default()
         };
         let next_request = Arc::new(AtomicU32::new(1));
-        bring_up(&mut client, &mut driver, offer.relid, config, &mut info, &memory, &next_request)?;
+        bring_up(
+            &mut client,
+            &mut driver,
+            offer.relid,
+            config,
+            &mut info,
+            &memory,
+            &next_request,
+        )?;
 
         let tap = Tap::create(&config.ifname).map_err(GuestError::Tap)?;
         tap.set_mac(info.mac).map_err(GuestError::Tap)?;
@@ -242,7 +256,11 @@ impl Guest {
 
         // The interface is up: set the packet filter as Linux does on open (§4.5 step 9).
         let id = next_request.fetch_add(1, Ordering::Relaxed);
-        let set = rndis_io::set(id, rndis::oid::GEN_CURRENT_PACKET_FILTER, &rndis::oid::packet_filter::LINUX_OPEN.to_le_bytes());
+        let set = rndis_io::set(
+            id,
+            rndis::oid::GEN_CURRENT_PACKET_FILTER,
+            &rndis::oid::packet_filter::LINUX_OPEN.to_le_bytes(),
+        );
         let reply = driver.rndis_request(&set, id, "SET_C (packet filter)")?;
         rndis_io::expect_set_complete(&reply, "packet filter")?;
 
@@ -462,7 +480,11 @@ fn bring_up(
                 break;
             }
             Ok(NvspMessage::InitComplete(_)) => continue,
-            _ => return Err(GuestError::Protocol("INIT completion is not INIT_COMPLETE".into())),
+            _ => {
+                return Err(GuestError::Protocol(
+                    "INIT completion is not INIT_COMPLETE".into(),
+                ));
+            }
         }
     }
     let v = negotiated.ok_or(GuestError::Refused {
@@ -505,10 +527,16 @@ fn bring_up(
         }),
         "SEND_RECV_BUF_COMPLETE",
     )?;
-    let Ok(NvspMessage::SendReceiveBufferComplete(c)) = NvspMessage::parse_completion(&reply) else {
-        return Err(GuestError::Protocol("receive-buffer completion malformed".into()));
+    let Ok(NvspMessage::SendReceiveBufferComplete(c)) = NvspMessage::parse_completion(&reply)
+    else {
+        return Err(GuestError::Protocol(
+            "receive-buffer completion malformed".into(),
+        ));
     };
-    let (size, count) = (c.section.sub_alloc_size.get(), c.section.num_sub_allocs.get());
+    let (size, count) = (
+        c.section.sub_alloc_size.get(),
+        c.section.num_sub_allocs.get(),
+    );
     if c.status.get() != nvsp::status::SUCCESS {
         return Err(GuestError::Refused {
             what: "the receive buffer",
@@ -535,7 +563,8 @@ fn bring_up(
     });
 
     // 5. Send buffer.
-    let send_region = memory.alloc(config.tx_sections.max(10) as usize * nw::SEND_SECTION_SIZE as usize)?;
+    let send_region =
+        memory.alloc(config.tx_sections.max(10) as usize * nw::SEND_SECTION_SIZE as usize)?;
     let send_gpadl = client.create_gpadl(relid, &send_region)?;
     let reply = d.nvsp_request(
         &NvspMessage::SendSendBuffer(nw::SendBuffer {
@@ -545,7 +574,9 @@ fn bring_up(
         "SEND_SEND_BUF_COMPLETE",
     )?;
     let Ok(NvspMessage::SendSendBufferComplete(c)) = NvspMessage::parse_completion(&reply) else {
-        return Err(GuestError::Protocol("send-buffer completion malformed".into()));
+        return Err(GuestError::Protocol(
+            "send-buffer completion malformed".into(),
+        ));
     };
     if c.status.get() != nvsp::status::SUCCESS {
         return Err(GuestError::Refused {
@@ -555,7 +586,9 @@ fn bring_up(
     }
     let section = c.section_size.get();
     if section < nw::MIN_SECTION_SIZE || section != nw::SEND_SECTION_SIZE {
-        return Err(GuestError::Protocol(format!("send section size {section} not supported")));
+        return Err(GuestError::Protocol(format!(
+            "send section size {section} not supported"
+        )));
     }
     let pool = SlotPool::from_region(send_region, section as usize);
     info.tx_section_size = section;
@@ -578,13 +611,21 @@ fn bring_up(
     let frame = query(rndis::oid::GEN_MAXIMUM_FRAME_SIZE, 4, "maximum frame size")?;
     let max_frame = rndis_io::u32_of(&frame, "maximum frame size")?;
     info.mtu = config.mtu.min(max_frame).max(68);
-    let mac = query(rndis::oid::OID_802_3_PERMANENT_ADDRESS, 6, "permanent address")?;
+    let mac = query(
+        rndis::oid::OID_802_3_PERMANENT_ADDRESS,
+        6,
+        "permanent address",
+    )?;
     info.mac = mac
         .get(..6)
         .and_then(|m| m.try_into().ok())
         .filter(|_| mac.len() == 6)
         .ok_or_else(|| GuestError::Protocol(format!("MAC address of {} bytes", mac.len())))?;
-    let media = query(rndis::oid::GEN_MEDIA_CONNECT_STATUS, 4, "media connect status")?;
+    let media = query(
+        rndis::oid::GEN_MEDIA_CONNECT_STATUS,
+        4,
+        "media connect status",
+    )?;
     let connected = rndis_io::u32_of(&media, "media status")? == rndis::oid::MEDIA_STATE_CONNECTED;
     if v >= nvsp::version::V5 {
         let speed = query(rndis::oid::GEN_LINK_SPEED, 4, "link speed")?;

@@ -9,7 +9,7 @@ use zerocopy::little_endian::U32;
 use zerocopy::{FromBytes, IntoBytes};
 
 use rndis::control::{
-    Initialize, InitializeComplete, InfoRequest, QueryCompleteFixed, RequestComplete, RequestId,
+    InfoRequest, Initialize, InitializeComplete, QueryCompleteFixed, RequestComplete, RequestId,
 };
 use rndis::header::{self, MessageHeader};
 use rndis::ppi::PacketInfo;
@@ -46,7 +46,9 @@ pub fn classify(range: &[u8]) -> Result<Incoming<'_>, GuestError> {
     let req_id = || {
         RequestId::read_from_prefix(body)
             .map(|(r, _)| r.req_id.get())
-            .map_err(|_| GuestError::Protocol(format!("RNDIS message type {msg_type:#x} too short")))
+            .map_err(|_| {
+                GuestError::Protocol(format!("RNDIS message type {msg_type:#x} too short"))
+            })
     };
     Ok(match msg_type {
         header::PACKET => Incoming::Packet(rndis::packet::parse_packet(range)?.frame),
@@ -87,7 +89,11 @@ fn message(msg_type: u32, body: &[u8], data: &[u8]) -> Vec<u8> {
 
 /// INITIALIZE as Linux sends it (RNDIS 1.0, max transfer 0x4000).
 pub fn initialize(request_id: u32) -> Vec<u8> {
-    message(header::INITIALIZE, Initialize::linux(request_id).as_bytes(), &[])
+    message(
+        header::INITIALIZE,
+        Initialize::linux(request_id).as_bytes(),
+        &[],
+    )
 }
 
 fn info_request(msg_type: u32, request_id: u32, oid: u32, data: &[u8]) -> Vec<u8> {
@@ -113,7 +119,14 @@ pub fn set(request_id: u32, oid: u32, data: &[u8]) -> Vec<u8> {
 
 /// HALT (no reply).
 pub fn halt(request_id: u32) -> Vec<u8> {
-    message(header::HALT, RequestId { req_id: U32::new(request_id) }.as_bytes(), &[])
+    message(
+        header::HALT,
+        RequestId {
+            req_id: U32::new(request_id),
+        }
+        .as_bytes(),
+        &[],
+    )
 }
 
 /// KEEPALIVE_C with status success.
@@ -152,7 +165,9 @@ pub fn parse_init_complete(reply: &[u8]) -> Result<InitializeComplete, GuestErro
 pub fn query_data(reply: &[u8], what: &str) -> Result<Vec<u8>, GuestError> {
     let (msg_type, message) = header::split_message(reply)?;
     if msg_type != header::QUERY_COMPLETE {
-        return Err(GuestError::Protocol(format!("{what}: reply type {msg_type:#x}")));
+        return Err(GuestError::Protocol(format!(
+            "{what}: reply type {msg_type:#x}"
+        )));
     }
     let body = &message[header::HEADER_SIZE..];
     let (fixed, _) = QueryCompleteFixed::read_from_prefix(body)
@@ -163,7 +178,10 @@ pub fn query_data(reply: &[u8], what: &str) -> Result<Vec<u8>, GuestError> {
             fixed.status.get()
         )));
     }
-    let (offset, len) = (fixed.info_offset.get() as usize, fixed.info_len.get() as usize);
+    let (offset, len) = (
+        fixed.info_offset.get() as usize,
+        fixed.info_len.get() as usize,
+    );
     if len == 0 {
         return Ok(Vec::new());
     }
@@ -182,7 +200,9 @@ pub fn expect_set_complete(reply: &[u8], what: &str) -> Result<(), GuestError> {
         .map(|(c, _)| c.status.get())
         .map_err(|_| GuestError::Protocol(format!("{what}: SET_C too short")))?;
     if msg_type != header::SET_COMPLETE {
-        return Err(GuestError::Protocol(format!("{what}: reply type {msg_type:#x}")));
+        return Err(GuestError::Protocol(format!(
+            "{what}: reply type {msg_type:#x}"
+        )));
     }
     if status != rndis::status::SUCCESS {
         return Err(GuestError::Refused {

@@ -149,8 +149,13 @@ impl Tap {
     /// Tells the kernel which offloads (`TUN_F_*`) it may hand us.
     pub fn set_offload(&self, flags: u32) -> std::io::Result<()> {
         // SAFETY: TUNSETOFFLOAD takes the flags by value.
-        if unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::TUNSETOFFLOAD, flags as libc::c_ulong) }
-            < 0
+        if unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::TUNSETOFFLOAD,
+                flags as libc::c_ulong,
+            )
+        } < 0
         {
             return Err(ioctl_err("set TAP offloads"));
         }

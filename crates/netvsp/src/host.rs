@@ -107,7 +107,10 @@ impl Host {
 
     /// The NIC of VM `name`.
     pub fn nic(&self, name: &str) -> Option<&Arc<Nic>> {
-        self.vms.iter().find(|v| v.spec.name == name).map(|v| &v.nic)
+        self.vms
+            .iter()
+            .find(|v| v.spec.name == name)
+            .map(|v| &v.nic)
     }
 
     /// Every VM with its NIC and control-plane counters.

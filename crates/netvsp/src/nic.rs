@@ -117,7 +117,11 @@ pub(crate) struct Session {
 
 impl Session {
     pub(crate) fn nvsp_version(&self) -> u32 {
-        self.nvsp.lock().unwrap().version.unwrap_or(nvsp::version::V1)
+        self.nvsp
+            .lock()
+            .unwrap()
+            .version
+            .unwrap_or(nvsp::version::V1)
     }
 
     /// Size of NVSP messages the host sends (§4.2).
@@ -190,7 +194,9 @@ impl PortSink for NicPort {
     fn deliver(&self, frame: &[u8]) -> bool {
         let session = self.session.read().unwrap();
         let Some(s) = session.as_ref().filter(|s| s.ready.load(Ordering::Acquire)) else {
-            self.stats.rx_dropped_not_ready.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .rx_dropped_not_ready
+                .fetch_add(1, Ordering::Relaxed);
             return false;
         };
         if !rndis_dev::filter_accepts(s.filter.load(Ordering::Relaxed), frame) {
@@ -206,7 +212,9 @@ impl PortSink for NicPort {
                 .fetch_add(frame.len() as u64, Ordering::Relaxed);
             true
         } else {
-            self.stats.rx_dropped_no_section.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .rx_dropped_no_section
+                .fetch_add(1, Ordering::Relaxed);
             false
         }
     }
@@ -269,7 +277,10 @@ impl Nic {
     /// Receive sections lent now and at most (0, 0 without a guest).
     pub fn receive_sections(&self) -> (u32, u32, u32) {
         let session = self.port.session.read().unwrap();
-        match session.as_ref().and_then(|s| s.recv.read().unwrap().clone()) {
+        match session
+            .as_ref()
+            .and_then(|s| s.recv.read().unwrap().clone())
+        {
             Some(r) => {
                 let (now, peak) = r.usage();
                 (now, peak, r.count())
@@ -464,23 +475,33 @@ impl ChannelContext {
             while drained < BUDGET {
                 match self.reader.read(&mut buf) {
                     Ok(Some(pkt)) => {
-                        let (ty, flags, id) =
-                            (pkt.packet_type, pkt.flags, pkt.transaction_id);
+                        let (ty, flags, id) = (pkt.packet_type, pkt.flags, pkt.transaction_id);
                         let (header, payload) = (pkt.header.to_vec(), pkt.payload);
-                        if let Err(e) = self.handle(ty, flags, id, &header, payload, &mut scratch, &mut batch) {
-                            self.nic.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                        if let Err(e) =
+                            self.handle(ty, flags, id, &header, payload, &mut scratch, &mut batch)
+                        {
+                            self.nic
+                                .stats
+                                .protocol_errors
+                                .fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(nic = %self.nic.config.name, "guest protocol error: {}", e.0);
                         }
                     }
                     Ok(None) => break,
                     Err(e) if e.is_fatal() => {
-                        self.nic.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                        self.nic
+                            .stats
+                            .protocol_errors
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::error!(nic = %self.nic.config.name, "guest ring corrupt, channel stopped: {e}");
                         self.park();
                         return;
                     }
                     Err(e) => {
-                        self.nic.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                        self.nic
+                            .stats
+                            .protocol_errors
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(nic = %self.nic.config.name, "guest packet dropped: {e}");
                     }
                 }
@@ -547,15 +568,15 @@ impl ChannelContext {
             header: &[],
             payload: &[&buf[..n]],
         };
-        if let Err(WriteError::Full { .. }) = self.queue.write(&pkt) {
-            if let NvspMessage::SendRndisPacketComplete(c) = msg {
-                self.queue
-                    .out
-                    .lock()
-                    .unwrap()
-                    .backlog
-                    .push((transaction_id, c.status.get()));
-            }
+        if let Err(WriteError::Full { .. }) = self.queue.write(&pkt)
+            && let NvspMessage::SendRndisPacketComplete(c) = msg
+        {
+            self.queue
+                .out
+                .lock()
+                .unwrap()
+                .backlog
+                .push((transaction_id, c.status.get()));
         }
     }
 
@@ -597,7 +618,9 @@ impl ChannelContext {
     }
 
     fn trace(&self, dir: Dir, m: &NvspMessage<'_>, bytes: &[u8]) {
-        let Some(t) = &self.nic.config.tracer else { return };
+        let Some(t) = &self.nic.config.tracer else {
+            return;
+        };
         if matches!(
             m,
             NvspMessage::SendRndisPacket(_) | NvspMessage::SendRndisPacketComplete(_)
@@ -640,7 +663,10 @@ impl ChannelContext {
                     let status = match self.rndis_send(ty, header, p, scratch, batch) {
                         Ok(()) => nvsp::status::SUCCESS,
                         Err(e) => {
-                            self.nic.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                            self.nic
+                                .stats
+                                .protocol_errors
+                                .fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(nic = %self.nic.config.name, "bad guest send: {}", e.0);
                             nvsp::status::FAIL
                         }
@@ -656,12 +682,18 @@ impl ChannelContext {
                     return Ok(());
                 }
                 if ty != PacketType::DATA_INBAND || !self.primary {
-                    return Err(err(format!("{} outside the primary's in-band control", m.name())));
+                    return Err(err(format!(
+                        "{} outside the primary's in-band control",
+                        m.name()
+                    )));
                 }
                 self.control(m, id, wants_completion)
             }
             other => {
-                self.nic.stats.unsupported_packets.fetch_add(1, Ordering::Relaxed);
+                self.nic
+                    .stats
+                    .unsupported_packets
+                    .fetch_add(1, Ordering::Relaxed);
                 Err(err(format!(
                     "packet type {other:#x} ({}) not used by netvsc",
                     PacketType::name(other).unwrap_or("unknown")
@@ -671,21 +703,33 @@ impl ChannelContext {
     }
 
     /// NVSP control on the primary channel (§4.5).
-    fn control(&mut self, m: NvspMessage<'_>, id: u64, wants_completion: bool) -> Result<(), ProtocolError> {
+    fn control(
+        &mut self,
+        m: NvspMessage<'_>,
+        id: u64,
+        wants_completion: bool,
+    ) -> Result<(), ProtocolError> {
         let err = |s: &str| Err(ProtocolError(s.to_owned()));
         let version = self.session.nvsp.lock().unwrap().version;
         match m {
             NvspMessage::Init(init) => {
                 let v = init.min_ver.get();
-                let ok = nvsp::version::is_known(v) && v <= self.nic.config.profile.max_nvsp_version();
+                let ok =
+                    nvsp::version::is_known(v) && v <= self.nic.config.profile.max_nvsp_version();
                 let status = if ok {
                     let mut st = self.session.nvsp.lock().unwrap();
-                    *st = NvspState { version: Some(v), ..Default::default() };
+                    *st = NvspState {
+                        version: Some(v),
+                        ..Default::default()
+                    };
                     nvsp::status::SUCCESS
                 } else {
                     nvsp::status::FAIL
                 };
-                self.complete(id, &NvspMessage::InitComplete(nw::InitComplete::answer(v, status)));
+                self.complete(
+                    id,
+                    &NvspMessage::InitComplete(nw::InitComplete::answer(v, status)),
+                );
                 Ok(())
             }
             _ if version.is_none() => err("NVSP message before INIT"),
@@ -697,7 +741,11 @@ impl ChannelContext {
                 st.ndis_config = true;
                 let mtu = c.mtu.get();
                 // vmswitch rule: an MTU outside [1514, max frame] becomes 1514.
-                st.mtu = if (1514..=crate::MAX_FRAME_MTU).contains(&mtu) { mtu } else { 1514 };
+                st.mtu = if (1514..=crate::MAX_FRAME_MTU).contains(&mtu) {
+                    mtu
+                } else {
+                    1514
+                };
                 st.capability = c.capability.get();
                 drop(st);
                 if wants_completion {
@@ -750,7 +798,10 @@ impl ChannelContext {
                 }
             }
             NvspMessage::SendSendBuffer(b) => {
-                let mapping = self.session.connection.gpadl(self.queue.relid, b.gpadl.get());
+                let mapping = self
+                    .session
+                    .connection
+                    .gpadl(self.queue.relid, b.gpadl.get());
                 let already = self.session.send.read().unwrap().is_some();
                 let (status, size) = match mapping {
                     Some(m) if b.id.get() == nw::SEND_BUFFER_ID && !already => {
@@ -838,10 +889,15 @@ impl ChannelContext {
             };
             let count = mapping.len() / nw::SEND_SECTION_SIZE as usize;
             if section as usize >= count || size > nw::SEND_SECTION_SIZE as usize || size < 8 {
-                return err(format!("send section {section} size {size} out of range ({count} sections)"));
+                return err(format!(
+                    "send section {section} size {size} out of range ({count} sections)"
+                ));
             }
             mapping
-                .read(section as usize * nw::SEND_SECTION_SIZE as usize, &mut scratch[..size])
+                .read(
+                    section as usize * nw::SEND_SECTION_SIZE as usize,
+                    &mut scratch[..size],
+                )
                 .ok_or_else(|| ProtocolError("send section outside the buffer".into()))?;
             len = size;
         }
@@ -860,7 +916,9 @@ impl ChannelContext {
                     let Some(dst) = scratch.get_mut(len..len + n) else {
                         return err(format!("guest send larger than {MAX_SEND_BYTES} bytes"));
                     };
-                    let gpa = pfn.checked_mul(4096).and_then(|a| a.checked_add(offset as u64));
+                    let gpa = pfn
+                        .checked_mul(4096)
+                        .and_then(|a| a.checked_add(offset as u64));
                     match gpa {
                         Some(gpa) if memory.read(gpa, dst).is_ok() => {}
                         _ => return err(format!("GPA range page {pfn:#x} outside guest memory")),
@@ -874,7 +932,10 @@ impl ChannelContext {
         } else if !via_section {
             return err("in-band send without a section".into());
         } else {
-            self.nic.stats.tx_send_buffer.fetch_add(1, Ordering::Relaxed);
+            self.nic
+                .stats
+                .tx_send_buffer
+                .fetch_add(1, Ordering::Relaxed);
         }
         rndis_dev::process_stream(&self.nic, &self.session, &scratch[..len], batch)
     }

@@ -74,6 +74,8 @@ impl FromStr for HostProfile {
         Self::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown host profile {s:?}: use ws2012r2, ws2016, ws2019 or azure"))
+            .ok_or_else(|| {
+                format!("unknown host profile {s:?}: use ws2012r2, ws2016, ws2019 or azure")
+            })
     }
 }

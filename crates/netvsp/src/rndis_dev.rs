@@ -144,7 +144,10 @@ fn control(
     let short = || ProtocolError(format!("RNDIS message type {msg_type:#x} too short"));
     let reply = match msg_type {
         header::INITIALIZE => {
-            let req_id = RequestId::read_from_prefix(body).map_err(|_| short())?.0.req_id;
+            let req_id = RequestId::read_from_prefix(body)
+                .map_err(|_| short())?
+                .0
+                .req_id;
             {
                 let nvsp = session.nvsp.lock().unwrap();
                 if !nvsp.ndis_version || session.recv.read().unwrap().is_none() {
@@ -178,7 +181,11 @@ fn control(
             let Some(data) = data else {
                 return Err(ProtocolError(format!(
                     "{} data {offset}+{len} outside the message",
-                    if msg_type == header::QUERY { "QUERY" } else { "SET" }
+                    if msg_type == header::QUERY {
+                        "QUERY"
+                    } else {
+                        "SET"
+                    }
                 )));
             };
             if msg_type == header::QUERY {
@@ -204,7 +211,10 @@ fn control(
             }
         }
         header::KEEPALIVE => {
-            let req_id = RequestId::read_from_prefix(body).map_err(|_| short())?.0.req_id;
+            let req_id = RequestId::read_from_prefix(body)
+                .map_err(|_| short())?
+                .0
+                .req_id;
             let c = RequestComplete {
                 req_id,
                 status: U32::new(rndis::status::SUCCESS),
@@ -288,9 +298,10 @@ fn set(nic: &NicRef, session: &Session, oid: u32, data: &[u8]) -> u32 {
             let filter = u32::from_le_bytes(v);
             session.filter.store(filter, Ordering::Relaxed);
             let st = session.rndis.lock().unwrap();
-            session
-                .ready
-                .store(st.initialized && !st.halted && filter != 0, Ordering::Release);
+            session.ready.store(
+                st.initialized && !st.halted && filter != 0,
+                Ordering::Release,
+            );
             tracing::debug!(nic = %nic.config.name, filter, "packet filter set");
             rndis::status::SUCCESS
         }

@@ -19,7 +19,10 @@ pub struct HostRings {
 
 impl HostRings {
     /// Views the rings in a mapped ring GPADL, validating sizes and indices.
-    pub fn new(mapping: Arc<GpadlMapping>, downstream_offset_pages: u32) -> Result<Self, RingError> {
+    pub fn new(
+        mapping: Arc<GpadlMapping>,
+        downstream_offset_pages: u32,
+    ) -> Result<Self, RingError> {
         let split = downstream_offset_pages as usize * PAGE_SIZE;
         let total = mapping.len();
         if split == 0 || split >= total {

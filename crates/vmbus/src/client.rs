@@ -351,17 +351,15 @@ impl Client {
         let pfns: Vec<U64> = region.pfns().map(U64::new).collect();
         let gpadl = self.next_gpadl;
         self.next_gpadl = self.next_gpadl.wrapping_add(1).max(1);
-        let messages = GpadlMessages::whole_pages(relid, gpadl, &pfns).map_err(|_| {
-            ClientError::GpadlTooLarge {
-                pages: pfns.len(),
-            }
-        })?;
+        let messages = GpadlMessages::whole_pages(relid, gpadl, &pfns)
+            .map_err(|_| ClientError::GpadlTooLarge { pages: pfns.len() })?;
         for m in messages {
             self.send(&m)?;
         }
-        let reply = self.wait_for("GPADL_CREATED", |m| {
-            matches!(m, ChannelMessage::GpadlCreated(c) if c.gpadl.get() == gpadl)
-        })?;
+        let reply = self.wait_for(
+            "GPADL_CREATED",
+            |m| matches!(m, ChannelMessage::GpadlCreated(c) if c.gpadl.get() == gpadl),
+        )?;
         let Some(ChannelMessage::GpadlCreated(c)) = reply.message() else {
             unreachable!("matched above")
         };
@@ -381,9 +379,10 @@ impl Client {
             child_relid: U32::new(relid),
             gpadl: U32::new(gpadl),
         }))?;
-        self.wait_for("GPADL_TORNDOWN", |m| {
-            matches!(m, ChannelMessage::GpadlTorndown(t) if t.gpadl.get() == gpadl)
-        })?;
+        self.wait_for(
+            "GPADL_TORNDOWN",
+            |m| matches!(m, ChannelMessage::GpadlTorndown(t) if t.gpadl.get() == gpadl),
+        )?;
         Ok(())
     }
 
@@ -424,9 +423,10 @@ impl Client {
             &ChannelMessage::OpenChannel(open),
             &[g2h.as_fd(), h2g.as_fd()],
         )?;
-        let reply = self.wait_for("OPENCHANNEL_RESULT", |m| {
-            matches!(m, ChannelMessage::OpenChannelResult(r) if r.child_relid.get() == relid)
-        })?;
+        let reply = self.wait_for(
+            "OPENCHANNEL_RESULT",
+            |m| matches!(m, ChannelMessage::OpenChannelResult(r) if r.child_relid.get() == relid),
+        )?;
         let Some(ChannelMessage::OpenChannelResult(r)) = reply.message() else {
             unreachable!("matched above")
         };

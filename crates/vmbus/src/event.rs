@@ -64,8 +64,9 @@ impl AsFd for EventFd {
 /// timeout. Interrupted waits return 0 so the caller re-checks its state.
 pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> Option<u32> {
     assert!(fds.len() <= 8, "wait_any takes at most 8 fds");
-    let mut pfds: [PollFd<'_>; 8] =
-        std::array::from_fn(|i| PollFd::from_borrowed_fd(fds[i.min(fds.len().max(1) - 1)], PollFlags::IN));
+    let mut pfds: [PollFd<'_>; 8] = std::array::from_fn(|i| {
+        PollFd::from_borrowed_fd(fds[i.min(fds.len().max(1) - 1)], PollFlags::IN)
+    });
     let pfds = &mut pfds[..fds.len()];
     let ts = timeout.map(|t| rustix::time::Timespec {
         tv_sec: t.as_secs() as i64,

@@ -17,16 +17,16 @@ pub mod packet;
 pub mod ring;
 
 #[cfg(feature = "std")]
+pub mod channel;
+#[cfg(feature = "std")]
+pub mod client;
+#[cfg(feature = "std")]
 pub mod event;
 #[cfg(feature = "std")]
 pub mod memory;
 #[cfg(feature = "std")]
-pub mod trace;
+pub mod server;
 #[cfg(feature = "std")]
 pub mod socket;
 #[cfg(feature = "std")]
-pub mod client;
-#[cfg(feature = "std")]
-pub mod server;
-#[cfg(feature = "std")]
-pub mod channel;
+pub mod trace;

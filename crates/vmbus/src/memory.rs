@@ -238,7 +238,9 @@ impl GuestMemory {
             }
         }
         let first = found.ok_or(MemoryError::Exhausted { pages: want })?;
-        pages[first..first + want].iter_mut().for_each(|p| *p = true);
+        pages[first..first + want]
+            .iter_mut()
+            .for_each(|p| *p = true);
         drop(pages);
         let offset = first * PAGE_SIZE;
         // SAFETY: offset + want pages lies inside the mapping (found by the scan above).
@@ -281,7 +283,9 @@ pub struct HostMemory {
 impl HostMemory {
     /// Maps the guest's memfd after checking its size and seal (PROTOCOL.md §3.1 E2).
     pub fn new(fd: OwnedFd) -> Result<Self, MemoryError> {
-        let size = rustix::fs::fstat(&fd).map_err(os("fstat guest memory"))?.st_size as u64;
+        let size = rustix::fs::fstat(&fd)
+            .map_err(os("fstat guest memory"))?
+            .st_size as u64;
         if size == 0 || !size.is_multiple_of(PAGE_SIZE as u64) {
             return Err(MemoryError::BadSize { size });
         }

@@ -81,7 +81,10 @@ impl PacketType {
     pub const fn is_used_by_netvsc(packet_type: u16) -> bool {
         matches!(
             packet_type,
-            Self::DATA_INBAND | Self::DATA_USING_XFER_PAGES | Self::DATA_USING_GPA_DIRECT | Self::COMP
+            Self::DATA_INBAND
+                | Self::DATA_USING_XFER_PAGES
+                | Self::DATA_USING_GPA_DIRECT
+                | Self::COMP
         )
     }
 }
@@ -101,7 +104,9 @@ pub const MAX_GPA_RANGES: usize = 32;
 
 /// The 16-byte descriptor at the start of every packet in a ring (§2.1).
 #[repr(C, packed)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct PacketDescriptor {
     /// One of the [`PacketType`] constants.
     pub packet_type: u16,
@@ -118,7 +123,9 @@ pub struct PacketDescriptor {
 /// The 8 bytes after every packet: a u64 holding the packet's start offset in the data
 /// area in its **high** 32 bits, low 32 bits zero (§1.3). Readers skip it.
 #[repr(C, packed)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct PacketTrailer {
     /// Low 32 bits of the u64: always written as 0.
     pub reserved: u32,
@@ -129,7 +136,10 @@ pub struct PacketTrailer {
 impl PacketTrailer {
     /// The trailer of a packet that starts at `start_offset` in the data area.
     pub const fn new(start_offset: u32) -> Self {
-        Self { reserved: 0, start_offset }
+        Self {
+            reserved: 0,
+            start_offset,
+        }
     }
 
     /// The trailer as the u64 §1.3 describes.
@@ -141,7 +151,9 @@ impl PacketTrailer {
 /// The type header of a transfer-page packet (0x7) right after the descriptor (§2.2),
 /// followed by `range_cnt` [`TransferPageRange`]s.
 #[repr(C, packed)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct TransferPageHeader {
     /// The transfer-page set (0xCAFE for netvsc's receive buffer).
     pub xfer_pageset_id: u16,
@@ -155,7 +167,9 @@ pub struct TransferPageHeader {
 
 /// One range of a transfer-page packet: **count first, then offset** (§16 gotcha 5).
 #[repr(C, packed)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct TransferPageRange {
     /// Length of the range in bytes.
     pub byte_count: u32,
@@ -166,7 +180,9 @@ pub struct TransferPageRange {
 /// The type header of a GPA-direct packet (0x9) right after the descriptor (§2.3), followed
 /// by `range_cnt` ranges, each a [`GpaRangeHeader`] and its PFNs.
 #[repr(C, packed)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct GpaDirectHeader {
     /// Reserved; may be garbage.
     pub reserved: u32,
@@ -177,7 +193,9 @@ pub struct GpaDirectHeader {
 /// The fixed part of one GPA range, followed by `ceil((byte_offset + byte_count) / 4096)`
 /// little-endian u64 PFNs.
 #[repr(C, packed)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct GpaRangeHeader {
     /// Length of the range in bytes (> 0).
     pub byte_count: u32,
@@ -313,8 +331,15 @@ pub fn write_transfer_page_header(
         max: u32::MAX as usize,
     })?;
     let len = buf.len();
-    let out = buf.get_mut(..needed).ok_or(PacketError::BufferTooSmall { len, needed })?;
-    let fixed = TransferPageHeader { xfer_pageset_id, sender_owns_set: 0, reserved: 0, range_cnt };
+    let out = buf
+        .get_mut(..needed)
+        .ok_or(PacketError::BufferTooSmall { len, needed })?;
+    let fixed = TransferPageHeader {
+        xfer_pageset_id,
+        sender_owns_set: 0,
+        reserved: 0,
+        range_cnt,
+    };
     let (head, tail) = out.split_at_mut(size_of::<TransferPageHeader>());
     head.copy_from_slice(fixed.as_bytes());
     tail.copy_from_slice(ranges.as_bytes());
@@ -376,9 +401,16 @@ impl<'a> GpaDirectRanges<'a> {
             })?;
         let range_cnt = fixed.range_cnt as usize;
         if range_cnt > max_ranges {
-            return Err(PacketError::TooManyRanges { range_cnt, max: max_ranges });
+            return Err(PacketError::TooManyRanges {
+                range_cnt,
+                max: max_ranges,
+            });
         }
-        let mut walk = Self { rest, remaining: range_cnt, range_cnt };
+        let mut walk = Self {
+            rest,
+            remaining: range_cnt,
+            range_cnt,
+        };
         let validated = walk.clone();
         for index in 0..range_cnt {
             walk.next_checked(index)?;
@@ -417,10 +449,15 @@ impl<'a> GpaDirectRanges<'a> {
             remaining,
         };
         let count = usize::try_from(pfn_count).map_err(|_| overrun)?;
-        let (pfns, after) = <[U64]>::ref_from_prefix_with_elems(after, count).map_err(|_| overrun)?;
+        let (pfns, after) =
+            <[U64]>::ref_from_prefix_with_elems(after, count).map_err(|_| overrun)?;
         self.rest = after;
         self.remaining -= 1;
-        Ok(GpaRange { byte_count, byte_offset, pfns })
+        Ok(GpaRange {
+            byte_count,
+            byte_offset,
+            pfns,
+        })
     }
 }
 
@@ -471,28 +508,46 @@ pub fn write_gpa_direct_header(
     max_ranges: usize,
 ) -> Result<usize, PacketError> {
     if ranges.len() > max_ranges || u32::try_from(ranges.len()).is_err() {
-        return Err(PacketError::TooManyRanges { range_cnt: ranges.len(), max: max_ranges });
+        return Err(PacketError::TooManyRanges {
+            range_cnt: ranges.len(),
+            max: max_ranges,
+        });
     }
     for (index, r) in ranges.iter().enumerate() {
         if r.byte_offset as usize >= PAGE_SIZE {
-            return Err(PacketError::GpaOffsetTooLarge { index, byte_offset: r.byte_offset });
+            return Err(PacketError::GpaOffsetTooLarge {
+                index,
+                byte_offset: r.byte_offset,
+            });
         }
         if r.byte_count == 0 {
             return Err(PacketError::GpaEmptyRange { index });
         }
         let expected = gpa_range_pfn_count(r.byte_offset, r.byte_count);
         if expected != r.pfns.len() as u64 {
-            return Err(PacketError::GpaPfnCountMismatch { index, expected, actual: r.pfns.len() });
+            return Err(PacketError::GpaPfnCountMismatch {
+                index,
+                expected,
+                actual: r.pfns.len(),
+            });
         }
     }
     let needed = gpa_direct_header_len(ranges);
     let len = buf.len();
-    let out = buf.get_mut(..needed).ok_or(PacketError::BufferTooSmall { len, needed })?;
-    let fixed = GpaDirectHeader { reserved: 0, range_cnt: ranges.len() as u32 };
+    let out = buf
+        .get_mut(..needed)
+        .ok_or(PacketError::BufferTooSmall { len, needed })?;
+    let fixed = GpaDirectHeader {
+        reserved: 0,
+        range_cnt: ranges.len() as u32,
+    };
     let (head, mut rest) = out.split_at_mut(size_of::<GpaDirectHeader>());
     head.copy_from_slice(fixed.as_bytes());
     for r in ranges {
-        let range = GpaRangeHeader { byte_count: r.byte_count, byte_offset: r.byte_offset };
+        let range = GpaRangeHeader {
+            byte_count: r.byte_count,
+            byte_offset: r.byte_offset,
+        };
         let (head, tail) = rest.split_at_mut(size_of::<GpaRangeHeader>());
         head.copy_from_slice(range.as_bytes());
         let (pfn_bytes, tail) = tail.split_at_mut(r.pfns.len() * 8);
@@ -530,7 +585,10 @@ mod tests {
         let t = PacketTrailer::new(0x0001_2340);
         assert_eq!(t.as_bytes(), &[0, 0, 0, 0, 0x40, 0x23, 0x01, 0x00]);
         assert_eq!(t.to_u64(), 0x0001_2340_0000_0000);
-        assert_eq!(u64::from_le_bytes(t.as_bytes().try_into().unwrap()), t.to_u64());
+        assert_eq!(
+            u64::from_le_bytes(t.as_bytes().try_into().unwrap()),
+            t.to_u64()
+        );
     }
 
     #[test]
@@ -541,16 +599,28 @@ mod tests {
             reserved: 0x5A,
             range_cnt: 2,
         };
-        assert_eq!(h.as_bytes(), &[0xFE, 0xCA, 0x00, 0x5A, 0x02, 0x00, 0x00, 0x00]);
-        let r = TransferPageRange { byte_count: 0x60, byte_offset: 0x1_0000 };
+        assert_eq!(
+            h.as_bytes(),
+            &[0xFE, 0xCA, 0x00, 0x5A, 0x02, 0x00, 0x00, 0x00]
+        );
+        let r = TransferPageRange {
+            byte_count: 0x60,
+            byte_offset: 0x1_0000,
+        };
         assert_eq!(r.as_bytes(), &[0x60, 0, 0, 0, 0x00, 0x00, 0x01, 0x00]);
     }
 
     #[test]
     fn gpa_headers_bytes() {
-        let h = GpaDirectHeader { reserved: 0xDEAD_BEEF, range_cnt: 1 };
+        let h = GpaDirectHeader {
+            reserved: 0xDEAD_BEEF,
+            range_cnt: 1,
+        };
         assert_eq!(h.as_bytes(), &[0xEF, 0xBE, 0xAD, 0xDE, 1, 0, 0, 0]);
-        let r = GpaRangeHeader { byte_count: 0x5EA, byte_offset: 0xFF0 };
+        let r = GpaRangeHeader {
+            byte_count: 0x5EA,
+            byte_offset: 0xFF0,
+        };
         assert_eq!(r.as_bytes(), &[0xEA, 0x05, 0, 0, 0xF0, 0x0F, 0, 0]);
     }
 
@@ -566,8 +636,14 @@ mod tests {
     #[test]
     fn transfer_pages_build_and_parse() {
         let ranges = [
-            TransferPageRange { byte_count: 100, byte_offset: 0 },
-            TransferPageRange { byte_count: 1514, byte_offset: 6144 },
+            TransferPageRange {
+                byte_count: 100,
+                byte_offset: 0,
+            },
+            TransferPageRange {
+                byte_count: 1514,
+                byte_offset: 6144,
+            },
         ];
         let mut buf = [0xEEu8; 32];
         let n = write_transfer_page_header(&mut buf, 0xCAFE, &ranges).unwrap();
@@ -587,7 +663,11 @@ mod tests {
         assert!(parse_transfer_pages(&buf[..24]).is_ok());
         assert_eq!(
             parse_transfer_pages(&buf[..23]),
-            Err(PacketError::RangesOverrun { range_cnt: 2, needed: 24, len: 23 })
+            Err(PacketError::RangesOverrun {
+                range_cnt: 2,
+                needed: 24,
+                len: 23
+            })
         );
         assert_eq!(
             parse_transfer_pages(&buf[..7]),
@@ -595,7 +675,10 @@ mod tests {
         );
         assert_eq!(
             write_transfer_page_header(&mut buf[..23], 0xCAFE, &ranges),
-            Err(PacketError::BufferTooSmall { len: 23, needed: 24 })
+            Err(PacketError::BufferTooSmall {
+                len: 23,
+                needed: 24
+            })
         );
     }
 
@@ -605,7 +688,10 @@ mod tests {
         buf[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(
             parse_transfer_pages(&buf),
-            Err(PacketError::RangesOverrun { range_cnt: u32::MAX, .. })
+            Err(PacketError::RangesOverrun {
+                range_cnt: u32::MAX,
+                ..
+            })
         ));
     }
 
@@ -614,8 +700,16 @@ mod tests {
         let pfns0 = [0x1234u64];
         let pfns1 = [0x10, 0x11, 0x2000_0000_0001];
         let ranges = [
-            GpaRangeSpec { byte_count: 4096, byte_offset: 0, pfns: &pfns0 },
-            GpaRangeSpec { byte_count: 4097, byte_offset: 4095, pfns: &pfns1 },
+            GpaRangeSpec {
+                byte_count: 4096,
+                byte_offset: 0,
+                pfns: &pfns0,
+            },
+            GpaRangeSpec {
+                byte_count: 4098,
+                byte_offset: 4095,
+                pfns: &pfns1,
+            },
         ];
         assert_eq!(gpa_direct_header_len(&ranges), 8 + 16 + 32);
         let mut buf = [0xEEu8; 64];
@@ -626,7 +720,7 @@ mod tests {
             0, 0, 0, 0, 2, 0, 0, 0,
             0x00, 0x10, 0, 0, 0, 0, 0, 0,
             0x34, 0x12, 0, 0, 0, 0, 0, 0,
-            0x01, 0x10, 0, 0, 0xFF, 0x0F, 0, 0,
+            0x02, 0x10, 0, 0, 0xFF, 0x0F, 0, 0,
             0x10, 0, 0, 0, 0, 0, 0, 0,
             0x11, 0, 0, 0, 0, 0, 0, 0,
             0x01, 0, 0, 0, 0, 0x20, 0, 0,
@@ -638,18 +732,25 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].byte_count, got[0].byte_offset), (4096, 0));
         assert_eq!(got[0].pfn_iter().collect::<Vec<_>>(), pfns0);
-        assert_eq!((got[1].byte_count, got[1].byte_offset), (4097, 4095));
+        assert_eq!((got[1].byte_count, got[1].byte_offset), (4098, 4095));
         assert_eq!(got[1].pfn_iter().collect::<Vec<_>>(), pfns1);
         assert_eq!(got[1].pfn(2), Some(0x2000_0000_0001));
         assert_eq!(got[1].pfn(3), None);
         // Truncated by one byte: the last PFN no longer fits.
         assert!(matches!(
             GpaDirectRanges::parse(&buf[..55], MAX_GPA_RANGES),
-            Err(PacketError::GpaPfnsOverrun { index: 1, pfn_count: 3, .. })
+            Err(PacketError::GpaPfnsOverrun {
+                index: 1,
+                pfn_count: 3,
+                ..
+            })
         ));
         assert_eq!(
             GpaDirectRanges::parse(&buf, 1).unwrap_err(),
-            PacketError::TooManyRanges { range_cnt: 2, max: 1 }
+            PacketError::TooManyRanges {
+                range_cnt: 2,
+                max: 1
+            }
         );
     }
 
@@ -661,17 +762,27 @@ mod tests {
         buf[12..16].copy_from_slice(&4096u32.to_le_bytes());
         assert_eq!(
             GpaDirectRanges::parse(&buf, 32).unwrap_err(),
-            PacketError::GpaOffsetTooLarge { index: 0, byte_offset: 4096 }
+            PacketError::GpaOffsetTooLarge {
+                index: 0,
+                byte_offset: 4096
+            }
         );
         buf[8..12].copy_from_slice(&0u32.to_le_bytes());
         buf[12..16].copy_from_slice(&0u32.to_le_bytes());
-        assert_eq!(GpaDirectRanges::parse(&buf, 32).unwrap_err(), PacketError::GpaEmptyRange { index: 0 });
+        assert_eq!(
+            GpaDirectRanges::parse(&buf, 32).unwrap_err(),
+            PacketError::GpaEmptyRange { index: 0 }
+        );
         // Huge count: PFN count computed without overflow and found not to fit.
         buf[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
         buf[12..16].copy_from_slice(&4095u32.to_le_bytes());
         assert!(matches!(
             GpaDirectRanges::parse(&buf, 32).unwrap_err(),
-            PacketError::GpaPfnsOverrun { index: 0, pfn_count: 1_048_577, .. }
+            PacketError::GpaPfnsOverrun {
+                index: 0,
+                pfn_count: 1_048_577,
+                ..
+            }
         ));
         // Range header itself truncated.
         buf[4] = 2;
@@ -679,7 +790,11 @@ mod tests {
         buf[12..16].copy_from_slice(&0u32.to_le_bytes());
         assert!(matches!(
             GpaDirectRanges::parse(&buf[..28], 32).unwrap_err(),
-            PacketError::GpaPfnsOverrun { index: 1, pfn_count: 0, .. }
+            PacketError::GpaPfnsOverrun {
+                index: 1,
+                pfn_count: 0,
+                ..
+            }
         ));
     }
 
@@ -687,24 +802,46 @@ mod tests {
     fn gpa_builder_checks() {
         let pfns = [1u64, 2];
         let mut buf = [0u8; 64];
-        let bad_count = [GpaRangeSpec { byte_count: 10, byte_offset: 0, pfns: &pfns }];
+        let bad_count = [GpaRangeSpec {
+            byte_count: 10,
+            byte_offset: 0,
+            pfns: &pfns,
+        }];
         assert_eq!(
             write_gpa_direct_header(&mut buf, &bad_count, 32),
-            Err(PacketError::GpaPfnCountMismatch { index: 0, expected: 1, actual: 2 })
+            Err(PacketError::GpaPfnCountMismatch {
+                index: 0,
+                expected: 1,
+                actual: 2
+            })
         );
-        let bad_off = [GpaRangeSpec { byte_count: 10, byte_offset: 5000, pfns: &pfns }];
+        let bad_off = [GpaRangeSpec {
+            byte_count: 10,
+            byte_offset: 5000,
+            pfns: &pfns,
+        }];
         assert!(matches!(
             write_gpa_direct_header(&mut buf, &bad_off, 32),
             Err(PacketError::GpaOffsetTooLarge { .. })
         ));
-        let ok = [GpaRangeSpec { byte_count: 4096, byte_offset: 1, pfns: &pfns }];
+        let ok = [GpaRangeSpec {
+            byte_count: 4096,
+            byte_offset: 1,
+            pfns: &pfns,
+        }];
         assert_eq!(
             write_gpa_direct_header(&mut buf[..31], &ok, 32),
-            Err(PacketError::BufferTooSmall { len: 31, needed: 32 })
+            Err(PacketError::BufferTooSmall {
+                len: 31,
+                needed: 32
+            })
         );
         assert_eq!(
             write_gpa_direct_header(&mut buf, &[ok[0], ok[0]], 1),
-            Err(PacketError::TooManyRanges { range_cnt: 2, max: 1 })
+            Err(PacketError::TooManyRanges {
+                range_cnt: 2,
+                max: 1
+            })
         );
     }
 

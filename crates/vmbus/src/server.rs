@@ -203,11 +203,8 @@ impl Server {
     /// that dies is cleaned up after (implicit unload) and the next one is accepted.
     pub fn run(&self) {
         while !self.stop.load(Ordering::Relaxed) {
-            if wait_any(
-                &[self.listener.as_fd()],
-                Some(Duration::from_millis(200)),
-            )
-            .is_none_or(|m| m == 0)
+            if wait_any(&[self.listener.as_fd()], Some(Duration::from_millis(200)))
+                .is_none_or(|m| m == 0)
             {
                 continue;
             }
@@ -329,7 +326,9 @@ impl<'s> ConnectionLoop<'s> {
     fn handle(&mut self, m: ChannelMessage<'_>, fds: Vec<OwnedFd>) -> Result<(), End> {
         let fd_count = fds.len();
         match m {
-            ChannelMessage::InitiateContact(c) => return self.contact(c.version_requested.get(), c, fds),
+            ChannelMessage::InitiateContact(c) => {
+                return self.contact(c.version_requested.get(), c, fds);
+            }
             ChannelMessage::OpenChannel(o) => return self.open(o, fds),
             _ if fd_count > 0 => {
                 // E4: descriptors on any other message end the connection.
@@ -454,15 +453,18 @@ impl<'s> ConnectionLoop<'s> {
                 version_supported: supported.into(),
                 connection_state: state,
                 padding: U16::ZERO,
-                msg_conn_id: U32::new(if requested >= version::V5_0 { 1 } else { requested }),
+                msg_conn_id: U32::new(if requested >= version::V5_0 {
+                    1
+                } else {
+                    requested
+                }),
             })
         };
         if self.version.is_some() {
             self.protocol_error("INITIATE_CONTACT on a live connection");
             return self.send(&reply(false, msg::connection_state::FAILURE));
         }
-        let ok_version =
-            (version::HOST_MIN..=self.server.config.max_version).contains(&requested);
+        let ok_version = (version::HOST_MIN..=self.server.config.max_version).contains(&requested);
         if !ok_version {
             return self.send(&reply(false, msg::connection_state::SUCCESSFUL));
         }
@@ -508,7 +510,7 @@ impl<'s> ConnectionLoop<'s> {
             this.protocol_error(why);
             this.gpadl_created(relid, handle, msg::GPADL_CREATION_FAILED)
         };
-        if !self.channels.get(&relid).is_some_and(|c| !c.rescinded) {
+        if self.channels.get(&relid).is_none_or(|c| c.rescinded) {
             return fail(self, "GPADL_HEADER for an unknown relid");
         }
         if handle == 0 || shared.gpadls.lock().unwrap().contains_key(&handle) {
@@ -743,7 +745,11 @@ impl<'s> ConnectionLoop<'s> {
         let Some(shared) = self.shared.clone() else {
             return Ok(());
         };
-        let in_use_rings: Vec<u32> = self.channels.values().filter_map(|c| c.ring_gpadl).collect();
+        let in_use_rings: Vec<u32> = self
+            .channels
+            .values()
+            .filter_map(|c| c.ring_gpadl)
+            .collect();
         let done: Vec<u32> = {
             let mut gpadls = shared.gpadls.lock().unwrap();
             let done: Vec<u32> = gpadls

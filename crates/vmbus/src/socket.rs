@@ -51,7 +51,9 @@ impl ControlSocket {
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
-            return Err(std::io::Error::other("too many descriptors for one message"));
+            return Err(std::io::Error::other(
+                "too many descriptors for one message",
+            ));
         }
         let n = rustix::net::sendmsg(
             &self.fd,

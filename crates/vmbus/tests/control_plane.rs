@@ -31,11 +31,11 @@ impl Device for TestDevice {
         Guid::from_fields(1, 2, 3, [4; 8])
     }
     fn open(&self, r: OpenRequest) -> Result<(), String> {
-        self.0
-            .opened
-            .lock()
-            .unwrap()
-            .push((r.relid, r.sub_channel_index, r.downstream_offset_pages));
+        self.0.opened.lock().unwrap().push((
+            r.relid,
+            r.sub_channel_index,
+            r.downstream_offset_pages,
+        ));
         // The host sees the guest's ring header: feature bit set by the guest.
         let mut feat = [0u8; 4];
         assert!(r.ring.read(0x40, &mut feat).is_some());
@@ -171,7 +171,10 @@ fn hostile_messages_get_errors_not_crashes() {
     contact[8..12].copy_from_slice(&version::WS2022.to_le_bytes());
     let reply = raw(&sock, &contact).unwrap();
     assert_eq!(reply[0], 15);
-    assert_eq!((reply[8], reply[9]), (1, channel_msg::connection_state::FAILURE));
+    assert_eq!(
+        (reply[8], reply[9]),
+        (1, channel_msg::connection_state::FAILURE)
+    );
     // Oversized datagram: rejected, no reply.
     assert_eq!(raw(&sock, &[0u8; 300]), None);
     // Descriptors on a message that takes none: the connection is dropped.

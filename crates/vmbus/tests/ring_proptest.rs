@@ -51,7 +51,11 @@ impl Drop for TestRing {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Write { payload_len: usize, header_units: usize, pieces: usize },
+    Write {
+        payload_len: usize,
+        header_units: usize,
+        pieces: usize,
+    },
     Read,
     CommitWriter,
     CommitReader,
@@ -68,7 +72,14 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn pattern(id: u64, len: usize, salt: u8) -> Vec<u8> {
-    (0..len).map(|i| (id as u8).wrapping_mul(31).wrapping_add(i as u8).wrapping_add(salt)).collect()
+    (0..len)
+        .map(|i| {
+            (id as u8)
+                .wrapping_mul(31)
+                .wrapping_add(i as u8)
+                .wrapping_add(salt)
+        })
+        .collect()
 }
 
 /// A packet the model expects, with its ring footprint.

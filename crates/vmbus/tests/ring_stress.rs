@@ -18,7 +18,9 @@ use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec, eventfd, poll};
 use rustix::fs::{MemfdFlags, ftruncate, memfd_create};
 use rustix::mm::{MapFlags, ProtFlags, mmap};
 use vmbus::packet::PacketType;
-use vmbus::ring::{OutgoingPacket, RING_HEADER_SIZE, RingMemory, RingReader, RingWriter, WriteError};
+use vmbus::ring::{
+    OutgoingPacket, RING_HEADER_SIZE, RingMemory, RingReader, RingWriter, WriteError,
+};
 
 const ROLE: &str = "HVNET_RING_STRESS_ROLE";
 const FDS: &str = "HVNET_RING_STRESS_FDS";
@@ -54,7 +56,11 @@ impl Shape {
         let random = splitmix64(SEED ^ seq);
         Self {
             random,
-            packet_type: if random & 1 == 0 { PacketType::DATA_INBAND } else { PacketType::COMP },
+            packet_type: if random & 1 == 0 {
+                PacketType::DATA_INBAND
+            } else {
+                PacketType::COMP
+            },
             header_len: ((random >> 8) % 3) as usize * 8,
             payload_len: 1 + ((random >> 16) % 512) as usize,
         }
@@ -80,7 +86,14 @@ fn map_ring(fd: BorrowedFd<'_>) -> Result<RingMemory> {
     let len = RING_HEADER_SIZE + DATA_SIZE;
     // SAFETY: a fresh shared mapping of the memfd, never unmapped while the process runs.
     let ptr = unsafe {
-        mmap(std::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, fd, 0)
+        mmap(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED,
+            fd,
+            0,
+        )
     }
     .map_err(|e| format!("mmap: {e}"))?;
     // SAFETY: the mapping is `len` bytes, page aligned, and lives until the process exits.
@@ -93,11 +106,18 @@ fn signal(fd: BorrowedFd<'_>) -> Result<()> {
 }
 
 fn wait(fd: BorrowedFd<'_>, what: &str) -> Result<()> {
-    let timeout = Timespec { tv_sec: WAIT_TIMEOUT.as_secs() as _, tv_nsec: 0 };
+    let timeout = Timespec {
+        tv_sec: WAIT_TIMEOUT.as_secs() as _,
+        tv_nsec: 0,
+    };
     loop {
         let mut fds = [PollFd::new(&fd, PollFlags::IN)];
         match poll(&mut fds, Some(&timeout)) {
-            Ok(0) => return Err(format!("lost wake-up: no {what} signal for {WAIT_TIMEOUT:?}")),
+            Ok(0) => {
+                return Err(format!(
+                    "lost wake-up: no {what} signal for {WAIT_TIMEOUT:?}"
+                ));
+            }
             Ok(_) => break,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(format!("poll: {e}")),
@@ -112,7 +132,11 @@ fn packet_count() -> u64 {
     std::env::var(COUNT)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(if cfg!(debug_assertions) { 300_000 } else { 10_000_000 })
+        .unwrap_or(if cfg!(debug_assertions) {
+            300_000
+        } else {
+            10_000_000
+        })
 }
 
 #[derive(Default, Debug)]
@@ -122,7 +146,12 @@ struct Stats {
     commits: u64,
 }
 
-fn run_writer(mut writer: RingWriter, count: u64, data: BorrowedFd<'_>, space: BorrowedFd<'_>) -> Result<Stats> {
+fn run_writer(
+    mut writer: RingWriter,
+    count: u64,
+    data: BorrowedFd<'_>,
+    space: BorrowedFd<'_>,
+) -> Result<Stats> {
     if !writer.peer_supports_pending_send() {
         return Err("feature_bits bit 0 not set".into());
     }
@@ -157,7 +186,10 @@ fn run_writer(mut writer: RingWriter, count: u64, data: BorrowedFd<'_>, space: B
                     // Publish what we have before blocking, then block (§1.4).
                     commit(&mut writer, &mut stats)?;
                     since_commit = 0;
-                    if !writer.set_pending_send(needed).map_err(|e| format!("pending: {e}"))? {
+                    if !writer
+                        .set_pending_send(needed)
+                        .map_err(|e| format!("pending: {e}"))?
+                    {
                         stats.waits += 1;
                         wait(space, "space")?;
                     }
@@ -182,7 +214,10 @@ fn check_packet(seq: u64, p: &vmbus::ring::IncomingPacket<'_>, expected: &mut [u
         return Err(format!("packet {seq}: transaction id {}", p.transaction_id));
     }
     if p.packet_type != shape.packet_type || p.flags != (seq & 1) as u16 {
-        return Err(format!("packet {seq}: type {} flags {}", p.packet_type, p.flags));
+        return Err(format!(
+            "packet {seq}: type {} flags {}",
+            p.packet_type, p.flags
+        ));
     }
     let padded = shape.payload_len.div_ceil(8) * 8;
     if p.header.len() != shape.header_len || p.payload.len() != padded {
@@ -205,7 +240,12 @@ fn check_packet(seq: u64, p: &vmbus::ring::IncomingPacket<'_>, expected: &mut [u
     Ok(())
 }
 
-fn run_reader(mut reader: RingReader, count: u64, data: BorrowedFd<'_>, space: BorrowedFd<'_>) -> Result<Stats> {
+fn run_reader(
+    mut reader: RingReader,
+    count: u64,
+    data: BorrowedFd<'_>,
+    space: BorrowedFd<'_>,
+) -> Result<Stats> {
     let mut stats = Stats::default();
     let mut buf = vec![0u8; 4624];
     let mut expected = vec![0u8; 1024];
@@ -221,11 +261,14 @@ fn run_reader(mut reader: RingReader, count: u64, data: BorrowedFd<'_>, space: B
     reader.mask_interrupts();
     loop {
         let mut drained = 0u32;
-        while let Some(p) = reader.read(&mut buf).map_err(|e| format!("read {seq}: {e}"))? {
+        while let Some(p) = reader
+            .read(&mut buf)
+            .map_err(|e| format!("read {seq}: {e}"))?
+        {
             check_packet(seq, &p, &mut expected)?;
             seq += 1;
             drained += 1;
-            if drained % READER_BATCH == 0 {
+            if drained.is_multiple_of(READER_BATCH) {
                 commit(&mut reader, &mut stats)?;
             }
         }
@@ -233,7 +276,10 @@ fn run_reader(mut reader: RingReader, count: u64, data: BorrowedFd<'_>, space: B
         if seq == count {
             return Ok(stats);
         }
-        if reader.unmask_interrupts().map_err(|e| format!("unmask: {e}"))? {
+        if reader
+            .unmask_interrupts()
+            .map_err(|e| format!("unmask: {e}"))?
+        {
             reader.mask_interrupts();
             continue;
         }
@@ -245,12 +291,22 @@ fn run_reader(mut reader: RingReader, count: u64, data: BorrowedFd<'_>, space: B
 
 fn reader_main() -> Result<()> {
     let fds = std::env::var(FDS).map_err(|_| "no fds".to_string())?;
-    let fds: Vec<i32> = fds.split(',').map(|s| s.parse().map_err(|_| "bad fd".to_string())).collect::<Result<_>>()?;
-    let [memfd, data, space] = fds[..] else { return Err("need 3 fds".into()) };
+    let fds: Vec<i32> = fds
+        .split(',')
+        .map(|s| s.parse().map_err(|_| "bad fd".to_string()))
+        .collect::<Result<_>>()?;
+    let [memfd, data, space] = fds[..] else {
+        return Err("need 3 fds".into());
+    };
     // SAFETY: the parent created these fds without CLOEXEC for this process; they stay open
     // until it exits.
-    let (memfd, data, space) =
-        unsafe { (BorrowedFd::borrow_raw(memfd), BorrowedFd::borrow_raw(data), BorrowedFd::borrow_raw(space)) };
+    let (memfd, data, space) = unsafe {
+        (
+            BorrowedFd::borrow_raw(memfd),
+            BorrowedFd::borrow_raw(data),
+            BorrowedFd::borrow_raw(space),
+        )
+    };
     let reader = RingReader::new(map_ring(memfd)?).map_err(|e| format!("reader: {e}"))?;
     let stats = run_reader(reader, packet_count(), data, space)?;
     println!("ring_stress reader: {stats:?}");
@@ -259,8 +315,10 @@ fn reader_main() -> Result<()> {
 
 fn writer_main() -> Result<()> {
     let count = packet_count();
-    let memfd = memfd_create("hvnet-ring-stress", MemfdFlags::empty()).map_err(|e| format!("memfd: {e}"))?;
-    ftruncate(&memfd, (RING_HEADER_SIZE + DATA_SIZE) as u64).map_err(|e| format!("ftruncate: {e}"))?;
+    let memfd = memfd_create("hvnet-ring-stress", MemfdFlags::empty())
+        .map_err(|e| format!("memfd: {e}"))?;
+    ftruncate(&memfd, (RING_HEADER_SIZE + DATA_SIZE) as u64)
+        .map_err(|e| format!("ftruncate: {e}"))?;
     let mem = map_ring(memfd.as_fd_borrowed())?;
     mem.init_header();
     let writer = RingWriter::new(mem).map_err(|e| format!("writer: {e}"))?;
@@ -271,7 +329,15 @@ fn writer_main() -> Result<()> {
     let mut child = Command::new(exe)
         .env(ROLE, "reader")
         .env(COUNT, count.to_string())
-        .env(FDS, format!("{},{},{}", memfd.as_raw_fd(), data.as_raw_fd(), space.as_raw_fd()))
+        .env(
+            FDS,
+            format!(
+                "{},{},{}",
+                memfd.as_raw_fd(),
+                data.as_raw_fd(),
+                space.as_raw_fd()
+            ),
+        )
         .spawn()
         .map_err(|e| format!("spawn reader: {e}"))?;
     let result = run_writer(writer, count, data.as_fd_borrowed(), space.as_fd_borrowed());
@@ -310,7 +376,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ring_stress {}: FAILED: {e}", if reader { "reader" } else { "writer" });
+            eprintln!(
+                "ring_stress {}: FAILED: {e}",
+                if reader { "reader" } else { "writer" }
+            );
             ExitCode::FAILURE
         }
     }

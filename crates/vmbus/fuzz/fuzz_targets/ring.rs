@@ -9,7 +9,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use vmbus::packet::{GpaDirectRanges, MAX_GPA_RANGES, PacketType, parse_transfer_pages};
-use vmbus::ring::{OutgoingPacket, RING_HEADER_SIZE, ReadError, RingMemory, RingReader, RingWriter, WriteError};
+use vmbus::ring::{
+    OutgoingPacket, RING_HEADER_SIZE, ReadError, RingMemory, RingReader, RingWriter, WriteError,
+};
 
 const MAX_DATA: usize = 32 + 8 * 63;
 

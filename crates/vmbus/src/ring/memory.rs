@@ -116,12 +116,18 @@ impl RingMemory {
     pub unsafe fn new(base: *mut u8, len: usize) -> Result<Self, RingError> {
         // SAFETY: forwarded.
         let mem = unsafe { Self::new_with_min(base, len, MIN_RING_DATA_SIZE)? };
-        if base as usize % 4096 != 0 {
-            return Err(RingError::Misaligned { addr: base as usize, align: 4096 });
+        if !(base as usize).is_multiple_of(4096) {
+            return Err(RingError::Misaligned {
+                addr: base as usize,
+                align: 4096,
+            });
         }
         let data_size = mem.data_size as usize;
-        if data_size % 4096 != 0 {
-            return Err(RingError::BadDataSize { data_size: len - RING_HEADER_SIZE, multiple: 4096 });
+        if !data_size.is_multiple_of(4096) {
+            return Err(RingError::BadDataSize {
+                data_size: len - RING_HEADER_SIZE,
+                multiple: 4096,
+            });
         }
         Ok(mem)
     }
@@ -141,16 +147,25 @@ impl RingMemory {
         let Some(base) = NonNull::new(base) else {
             return Err(RingError::Misaligned { addr: 0, align: 8 });
         };
-        if base.as_ptr() as usize % 8 != 0 {
-            return Err(RingError::Misaligned { addr: base.as_ptr() as usize, align: 8 });
+        if !(base.as_ptr() as usize).is_multiple_of(8) {
+            return Err(RingError::Misaligned {
+                addr: base.as_ptr() as usize,
+                align: 8,
+            });
         }
         let data_size = len
             .checked_sub(RING_HEADER_SIZE)
-            .ok_or(RingError::MemoryTooSmall { len, min: RING_HEADER_SIZE + min_data_size })?;
+            .ok_or(RingError::MemoryTooSmall {
+                len,
+                min: RING_HEADER_SIZE + min_data_size,
+            })?;
         let data_size = Self::check_data_size(data_size, min_data_size)?;
         #[cfg(loom)]
         let base = Backing::Raw(base);
-        Ok(Self { backing: base, data_size })
+        Ok(Self {
+            backing: base,
+            data_size,
+        })
     }
 
     fn check_data_size(data_size: usize, min_data_size: usize) -> Result<u32, RingError> {
@@ -158,14 +173,20 @@ impl RingMemory {
         if data_size < min {
             return Err(RingError::DataSizeTooSmall { data_size, min });
         }
-        if data_size % 8 != 0 {
-            return Err(RingError::BadDataSize { data_size, multiple: 8 });
+        if !data_size.is_multiple_of(8) {
+            return Err(RingError::BadDataSize {
+                data_size,
+                multiple: 8,
+            });
         }
         // Indices are u32; keep every sum of two offsets inside u32 as well.
         u32::try_from(data_size)
             .ok()
             .filter(|&d| d <= 1 << 31)
-            .ok_or(RingError::DataSizeTooLarge { data_size, max: 1 << 31 })
+            .ok_or(RingError::DataSizeTooLarge {
+                data_size,
+                max: 1 << 31,
+            })
     }
 
     /// A model ring for loom tests: control fields are loom atomics, the data area loom cells.
@@ -174,7 +195,10 @@ impl RingMemory {
     pub fn new_model(data_size: usize) -> Result<Self, RingError> {
         let data_size = Self::check_data_size(data_size, 0)?;
         let ring = model::ModelRing::new(data_size as usize);
-        Ok(Self { backing: Backing::Model(loom::sync::Arc::new(ring)), data_size })
+        Ok(Self {
+            backing: Backing::Model(loom::sync::Arc::new(ring)),
+            data_size,
+        })
     }
 
     /// Another view of the same memory (loom builds only).
@@ -184,7 +208,10 @@ impl RingMemory {
             Backing::Raw(p) => Backing::Raw(*p),
             Backing::Model(m) => Backing::Model(m.clone()),
         };
-        Self { backing, data_size: self.data_size }
+        Self {
+            backing,
+            data_size: self.data_size,
+        }
     }
 
     /// Size of the data area in bytes.
@@ -198,7 +225,11 @@ impl RingMemory {
         for offset in (0..RING_HEADER_SIZE).step_by(4) {
             self.store_at(offset, 0, Ordering::Relaxed);
         }
-        self.store(Field::FeatureBits, FEATURE_PENDING_SEND_SZ, Ordering::Relaxed);
+        self.store(
+            Field::FeatureBits,
+            FEATURE_PENDING_SEND_SZ,
+            Ordering::Relaxed,
+        );
         self.fence();
     }
 
@@ -240,7 +271,7 @@ impl RingMemory {
     /// The atomic u32 at `offset` (< 4096, multiple of 4) of a raw control page.
     #[inline(always)]
     fn raw_atomic<'a>(base: NonNull<u8>, offset: usize) -> &'a core::sync::atomic::AtomicU32 {
-        debug_assert!(offset < RING_HEADER_SIZE && offset % 4 == 0);
+        debug_assert!(offset < RING_HEADER_SIZE && offset.is_multiple_of(4));
         // SAFETY: `base` is valid for 4096 + data_size bytes and 8-byte aligned (checked in
         // the constructor), offset is inside the control page and 4-byte aligned. The peer
         // may write the word concurrently, which is what atomics are for.

@@ -166,11 +166,15 @@ pub enum RingError {
 /// Both are `< size`.
 #[inline(always)]
 pub(crate) fn readable(write: u32, read: u32, size: u32) -> u32 {
-    if write >= read { write - read } else { size - read + write }
+    if write >= read {
+        write - read
+    } else {
+        size - read + write
+    }
 }
 
 /// Validates an index read from shared memory: `< size` and a multiple of 8.
 #[inline(always)]
 pub(crate) fn valid_index(index: u32, size: u32) -> bool {
-    index < size && index % 8 == 0
+    index < size && index.is_multiple_of(8)
 }

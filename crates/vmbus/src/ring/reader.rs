@@ -71,9 +71,18 @@ impl RingReader {
         let size = mem.data_size();
         let index = mem.load(Field::ReadIndex, Ordering::Acquire);
         if !valid_index(index, size) {
-            return Err(RingError::BadReadIndex { index, data_size: size });
+            return Err(RingError::BadReadIndex {
+                index,
+                data_size: size,
+            });
         }
-        Ok(Self { mem, size, cursor: index, published: index, write_cache: index })
+        Ok(Self {
+            mem,
+            size,
+            cursor: index,
+            published: index,
+            write_cache: index,
+        })
     }
 
     /// Size of the data area in bytes.
@@ -81,15 +90,24 @@ impl RingReader {
         self.size as usize
     }
 
+    /// Reads and validates `write_index`.
+    #[inline]
+    fn load_write_index(&self) -> Result<u32, RingError> {
+        let index = self.mem.load(Field::WriteIndex, Ordering::Acquire);
+        if !valid_index(index, self.size) {
+            return Err(RingError::BadWriteIndex {
+                index,
+                data_size: self.size,
+            });
+        }
+        Ok(index)
+    }
+
     /// Reads and validates `write_index`, caching it.
     #[inline]
     fn refresh_write_index(&mut self) -> Result<u32, RingError> {
-        let index = self.mem.load(Field::WriteIndex, Ordering::Acquire);
-        if !valid_index(index, self.size) {
-            return Err(RingError::BadWriteIndex { index, data_size: self.size });
-        }
-        self.write_cache = index;
-        Ok(index)
+        self.write_cache = self.load_write_index()?;
+        Ok(self.write_cache)
     }
 
     /// Copies the next packet out of shared memory into `buf` (hardened read, §1.6) and
@@ -126,7 +144,11 @@ impl RingReader {
             return Err(RingError::PacketTooShort { len8 }.into());
         }
         if len + TRAILER_SIZE > avail as usize {
-            return Err(RingError::PacketOverrun { len8, readable: avail }.into());
+            return Err(RingError::PacketOverrun {
+                len8,
+                readable: avail,
+            }
+            .into());
         }
         let buf_len = buf.len();
         let Some(out) = buf.get_mut(..len) else {
@@ -137,7 +159,11 @@ impl RingReader {
         let next = (start + len + TRAILER_SIZE) % self.size as usize;
         if offset < DESCRIPTOR_SIZE || offset > len {
             self.cursor = next as u32;
-            return Err(ReadError::BadOffset { offset8, len8, transaction_id: desc.transaction_id });
+            return Err(ReadError::BadOffset {
+                offset8,
+                len8,
+                transaction_id: desc.transaction_id,
+            });
         }
         let (head, body) = out.split_at_mut(DESCRIPTOR_SIZE);
         head.copy_from_slice(desc.as_bytes());
@@ -167,7 +193,8 @@ impl RingReader {
         let consumed = readable(self.cursor, self.published, self.size);
         // Release: every read of the consumed packets happens before the writer can see
         // their space (the §1.5 read barrier).
-        self.mem.store(Field::ReadIndex, self.cursor, Ordering::Release);
+        self.mem
+            .store(Field::ReadIndex, self.cursor, Ordering::Release);
         self.published = self.cursor;
         self.mem.fence();
         if self.mem.load(Field::FeatureBits, Ordering::Relaxed) & FEATURE_PENDING_SEND_SZ == 0 {
@@ -193,16 +220,15 @@ impl RingReader {
     /// Clears `interrupt_mask`, full barrier, and re-checks `write_index`: `Ok(true)` means
     /// data arrived (or was never drained) and the caller must keep draining instead of
     /// sleeping. Commit first.
-    pub fn unmask_interrupts(&mut self) -> Result<bool, RingError> {
+    pub fn unmask_interrupts(&self) -> Result<bool, RingError> {
         self.mem.store(Field::InterruptMask, 0, Ordering::Relaxed);
         self.mem.fence();
-        let write = self.refresh_write_index()?;
-        Ok(write != self.cursor)
+        Ok(self.load_write_index()? != self.cursor)
     }
 
     /// Whether no packet is readable now (re-reads and validates `write_index`).
-    pub fn is_empty(&mut self) -> Result<bool, RingError> {
-        Ok(self.refresh_write_index()? == self.cursor)
+    pub fn is_empty(&self) -> Result<bool, RingError> {
+        Ok(self.load_write_index()? == self.cursor)
     }
 
     /// Bytes consumed but not yet published by [`RingReader::commit`].

@@ -11,8 +11,8 @@ use zerocopy::IntoBytes;
 
 use super::*;
 use crate::packet::{
-    COMPLETION_REQUESTED, PacketDescriptor, PacketType, TransferPageRange,
-    parse_transfer_pages, write_transfer_page_header,
+    COMPLETION_REQUESTED, PacketDescriptor, PacketType, TransferPageRange, parse_transfer_pages,
+    write_transfer_page_header,
 };
 
 /// Page-aligned zeroed memory for one ring.
@@ -38,7 +38,10 @@ impl TestRing {
     fn pair(&self) -> (RingWriter, RingReader) {
         let mem = self.mem();
         mem.init_header();
-        (RingWriter::new(mem).unwrap(), RingReader::new(self.mem()).unwrap())
+        (
+            RingWriter::new(mem).unwrap(),
+            RingReader::new(self.mem()).unwrap(),
+        )
     }
 
     fn set_u32(&self, offset: usize, value: u32) {
@@ -61,7 +64,11 @@ impl TestRing {
         assert!(RING_HEADER_SIZE + offset + bytes.len() <= self.layout.size());
         // SAFETY: checked above.
         unsafe {
-            core::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(RING_HEADER_SIZE + offset), bytes.len())
+            core::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.add(RING_HEADER_SIZE + offset),
+                bytes.len(),
+            )
         }
     }
 }
@@ -92,7 +99,13 @@ fn inband<'a>(id: u64, payload: &'a [&'a [u8]]) -> OutgoingPacket<'a> {
 fn read_one(reader: &mut RingReader) -> (u16, u16, u64, Vec<u8>, Vec<u8>) {
     let mut buf = [0u8; 4624];
     let p = reader.read(&mut buf).unwrap().expect("a packet");
-    (p.packet_type, p.flags, p.transaction_id, p.header.to_vec(), p.payload.to_vec())
+    (
+        p.packet_type,
+        p.flags,
+        p.transaction_id,
+        p.header.to_vec(),
+        p.payload.to_vec(),
+    )
 }
 
 #[test]
@@ -104,32 +117,53 @@ fn memory_validation() {
         assert!(RingMemory::new(ring.ptr, len).is_ok());
         assert_eq!(
             RingMemory::new(ring.ptr, len - 4096).unwrap_err(),
-            RingError::DataSizeTooSmall { data_size: 12 * 1024, min: MIN_RING_DATA_SIZE }
+            RingError::DataSizeTooSmall {
+                data_size: 12 * 1024,
+                min: MIN_RING_DATA_SIZE
+            }
         );
         assert_eq!(
             RingMemory::new_with_min(ring.ptr, 100, 0).unwrap_err(),
-            RingError::MemoryTooSmall { len: 100, min: 4096 }
+            RingError::MemoryTooSmall {
+                len: 100,
+                min: 4096
+            }
         );
         assert_eq!(
             RingMemory::new_with_min(ring.ptr, 4096 + 44, 0).unwrap_err(),
-            RingError::BadDataSize { data_size: 44, multiple: 8 }
+            RingError::BadDataSize {
+                data_size: 44,
+                multiple: 8
+            }
         );
         assert_eq!(
             RingMemory::new_with_min(ring.ptr, 4096 + 24, 0).unwrap_err(),
-            RingError::DataSizeTooSmall { data_size: 24, min: 32 }
+            RingError::DataSizeTooSmall {
+                data_size: 24,
+                min: 32
+            }
         );
         assert_eq!(
             RingMemory::new(ring.ptr, len - 8).unwrap_err(),
-            RingError::DataSizeTooSmall { data_size: 16 * 1024 - 8, min: MIN_RING_DATA_SIZE }
+            RingError::DataSizeTooSmall {
+                data_size: 16 * 1024 - 8,
+                min: MIN_RING_DATA_SIZE
+            }
         );
         let ring2 = TestRing::new(20 * 1024);
         assert_eq!(
             RingMemory::new(ring2.ptr, 4096 + 16 * 1024 + 8).unwrap_err(),
-            RingError::BadDataSize { data_size: 16 * 1024 + 8, multiple: 4096 }
+            RingError::BadDataSize {
+                data_size: 16 * 1024 + 8,
+                multiple: 4096
+            }
         );
         assert_eq!(
             RingMemory::new_with_min(ring.ptr.add(4), 4096 + 64, 0).unwrap_err(),
-            RingError::Misaligned { addr: ring.ptr as usize + 4, align: 8 }
+            RingError::Misaligned {
+                addr: ring.ptr as usize + 4,
+                align: 8
+            }
         );
         assert!(matches!(
             RingMemory::new(ring.ptr.add(8), 4096 + 16 * 1024).unwrap_err(),
@@ -147,12 +181,22 @@ fn init_header_zeroes_and_sets_feature_bit() {
     }
     ring.mem().init_header();
     for off in (0..RING_HEADER_SIZE).step_by(4) {
-        assert_eq!(ring.get_u32(off), if off == FEAT { 1 } else { 0 }, "offset {off:#x}");
+        assert_eq!(
+            ring.get_u32(off),
+            if off == FEAT { 1 } else { 0 },
+            "offset {off:#x}"
+        );
     }
     let c = ring.mem().control();
     assert_eq!(
         c,
-        RingControl { write_index: 0, read_index: 0, interrupt_mask: 0, pending_send_sz: 0, feature_bits: 1 }
+        RingControl {
+            write_index: 0,
+            read_index: 0,
+            interrupt_mask: 0,
+            pending_send_sz: 0,
+            feature_bits: 1
+        }
     );
 }
 
@@ -183,13 +227,19 @@ fn packet_bytes_and_trailer() {
     let d = ring.data();
     assert_eq!(&d[48..56], &[b'x', b'y', b'z', 0, 0, 0, 0, 0]);
     assert_eq!(&d[56..64], &[0, 0, 0, 0, 32, 0, 0, 0]);
-    assert_eq!(u64::from_le_bytes(d[56..64].try_into().unwrap()), 32u64 << 32);
+    assert_eq!(
+        u64::from_le_bytes(d[56..64].try_into().unwrap()),
+        32u64 << 32
+    );
 
     assert_eq!(
         read_one(&mut r),
         (6, 1, 0x1122_3344_5566_7788, vec![], b"abcdefgh".to_vec())
     );
-    assert_eq!(read_one(&mut r), (6, 1, 7, vec![], vec![b'x', b'y', b'z', 0, 0, 0, 0, 0]));
+    assert_eq!(
+        read_one(&mut r),
+        (6, 1, 7, vec![], vec![b'x', b'y', b'z', 0, 0, 0, 0, 0])
+    );
     assert!(r.read(&mut [0u8; 64]).unwrap().is_none());
     assert_eq!(ring.get_u32(R), 0, "read index published only on commit");
     assert!(!r.commit().unwrap());
@@ -201,7 +251,10 @@ fn packet_bytes_and_trailer() {
 fn type_header_and_offset8() {
     let ring = TestRing::new(512);
     let (mut w, mut r) = ring.pair();
-    let ranges = [TransferPageRange { byte_count: 10, byte_offset: 4096 }];
+    let ranges = [TransferPageRange {
+        byte_count: 10,
+        byte_offset: 4096,
+    }];
     let mut hdr = [0u8; 16];
     let n = write_transfer_page_header(&mut hdr, 0xCAFE, &ranges).unwrap();
     let pkt = OutgoingPacket {
@@ -225,8 +278,14 @@ fn type_header_and_offset8() {
     // The copy buffer starts with the descriptor.
     assert_eq!(buf[0], 7);
 
-    let bad = OutgoingPacket { header: &hdr[..4], ..pkt };
-    assert_eq!(w.write(&bad), Err(WriteError::HeaderMisaligned { header_len: 4 }));
+    let bad = OutgoingPacket {
+        header: &hdr[..4],
+        ..pkt
+    };
+    assert_eq!(
+        w.write(&bad),
+        Err(WriteError::HeaderMisaligned { header_len: 4 })
+    );
 }
 
 #[test]
@@ -250,7 +309,10 @@ fn wrap_around_in_two_pieces() {
         let d = ring.data();
         let t = (start as usize + 32) % 128;
         assert_eq!(&d[t..t + 4], &[0, 0, 0, 0]);
-        assert_eq!(u32::from_le_bytes(d[t + 4..t + 8].try_into().unwrap()), start);
+        assert_eq!(
+            u32::from_le_bytes(d[t + 4..t + 8].try_into().unwrap()),
+            start
+        );
     }
     // Starts went 0, 40, 80, 120 (the descriptor wraps), 32, …
     assert_eq!(&expected_trailers[..5], &[0, 40, 80, 120, 32]);
@@ -270,7 +332,10 @@ fn never_full() {
     let payload: &[&[u8]] = &[&[0xAA; 8]];
     w.write(&inband(1, payload)).unwrap();
     let before = ring.data();
-    assert_eq!(w.write(&inband(2, payload)), Err(WriteError::Full { needed: 32 }));
+    assert_eq!(
+        w.write(&inband(2, payload)),
+        Err(WriteError::Full { needed: 32 })
+    );
     assert_eq!(ring.data(), before, "a failed write writes nothing");
     assert_eq!(w.free_bytes().unwrap(), 32);
     assert!(w.commit().unwrap());
@@ -280,7 +345,11 @@ fn never_full() {
     assert_eq!(w.free_bytes().unwrap(), 8);
     w.commit().unwrap();
     assert_eq!(ring.get_u32(W), 56);
-    assert_ne!(ring.get_u32(W), ring.get_u32(R), "never full: w == r only when empty");
+    assert_ne!(
+        ring.get_u32(W),
+        ring.get_u32(R),
+        "never full: w == r only when empty"
+    );
     assert_eq!(read_one(&mut r).2, 1);
     assert_eq!(read_one(&mut r).2, 3);
     r.commit().unwrap();
@@ -293,12 +362,18 @@ fn too_large_packets() {
     let (mut w, _r) = ring.pair();
     assert_eq!(w.max_packet_len(), 48);
     w.write(&inband(1, &[&[0u8; 17]])).unwrap();
-    assert_eq!(w.write(&inband(1, &[&[0u8; 25]])), Err(WriteError::TooLarge { len: 56, max: 48 }));
+    assert_eq!(
+        w.write(&inband(1, &[&[0u8; 25]])),
+        Err(WriteError::TooLarge { len: 56, max: 48 })
+    );
     // len8 is u16: 512 KiB + ring cannot take a packet > 0xFFFF × 8.
     let big = TestRing::new(1 << 20);
     let (mut w, _r) = big.pair();
     let huge = vec![0u8; 0xFFFF * 8];
-    assert!(matches!(w.write(&inband(1, &[&huge])), Err(WriteError::TooLarge { .. })));
+    assert!(matches!(
+        w.write(&inband(1, &[&huge])),
+        Err(WriteError::TooLarge { .. })
+    ));
     let ok = vec![0u8; 0xFFFF * 8 - 16];
     w.write(&inband(1, &[&ok])).unwrap();
 }
@@ -359,7 +434,9 @@ fn pending_send_transition() {
     for i in 0..7 {
         w.write(&inband(i, payload)).unwrap();
     }
-    let Err(WriteError::Full { needed }) = w.write(&inband(7, payload)) else { panic!() };
+    let Err(WriteError::Full { needed }) = w.write(&inband(7, payload)) else {
+        panic!()
+    };
     assert_eq!(needed, 32);
     assert!(w.commit().unwrap());
     assert!(w.peer_supports_pending_send());
@@ -428,14 +505,20 @@ fn pending_send_needs_feature_bit() {
     for _ in 0..7 {
         read_one(&mut r);
     }
-    assert!(!r.commit().unwrap(), "feature bit clear: never signal for space");
+    assert!(
+        !r.commit().unwrap(),
+        "feature bit clear: never signal for space"
+    );
 }
 
 #[test]
 fn set_pending_send_sees_space_and_limits() {
     let ring = TestRing::new(256);
     let (mut w, _r) = ring.pair();
-    assert!(w.set_pending_send(32).unwrap(), "space already there: retry");
+    assert!(
+        w.set_pending_send(32).unwrap(),
+        "space already there: retry"
+    );
     assert_eq!(ring.get_u32(PEND), 64);
     w.clear_pending_send();
     // Threshold L + 8 must stay below data_size.
@@ -443,14 +526,24 @@ fn set_pending_send_sees_space_and_limits() {
     assert_eq!(ring.get_u32(PEND), 248);
     assert_eq!(
         w.set_pending_send(248),
-        Err(RingError::PendingSendTooLarge { needed: 248, data_size: 256 })
+        Err(RingError::PendingSendTooLarge {
+            needed: 248,
+            data_size: 256
+        })
     );
     // Uncommitted bytes count into the threshold.
     w.clear_pending_send();
     w.write(&inband(1, &[&[0; 64]])).unwrap();
     assert!(w.set_pending_send(100).unwrap());
-    assert_eq!(ring.get_u32(PEND), 200, "100 + 88 uncommitted + 8, rounded up to 8");
-    assert!(w.set_pending_send(160).is_err(), "160 + 88 + 8 reaches data_size");
+    assert_eq!(
+        ring.get_u32(PEND),
+        200,
+        "100 + 88 uncommitted + 8, rounded up to 8"
+    );
+    assert!(
+        w.set_pending_send(160).is_err(),
+        "160 + 88 + 8 reaches data_size"
+    );
 }
 
 #[test]
@@ -478,7 +571,13 @@ fn hostile_indices() {
     for bad in [128, 129, 4, 0xFFFF_FFF8] {
         ring.set_u32(W, bad);
         let e = r.read(&mut buf).unwrap_err();
-        assert_eq!(e, ReadError::Ring(RingError::BadWriteIndex { index: bad, data_size: 128 }));
+        assert_eq!(
+            e,
+            ReadError::Ring(RingError::BadWriteIndex {
+                index: bad,
+                data_size: 128
+            })
+        );
         assert!(e.is_fatal());
         assert!(r.is_empty().is_err());
         assert!(r.unmask_interrupts().is_err());
@@ -487,15 +586,30 @@ fn hostile_indices() {
     ring.set_u32(W, 0);
     for bad in [128, 12, u32::MAX] {
         ring.set_u32(R, bad);
-        assert_eq!(w.free_bytes(), Err(RingError::BadReadIndex { index: bad, data_size: 128 }));
+        assert_eq!(
+            w.free_bytes(),
+            Err(RingError::BadReadIndex {
+                index: bad,
+                data_size: 128
+            })
+        );
         assert!(RingReader::new(ring.mem()).is_err());
         // The cached read index lets this write through; the commit re-reads and fails.
         w.write(&inband(1, &[])).unwrap();
-        assert_eq!(w.commit(), Err(RingError::BadReadIndex { index: bad, data_size: 128 }));
+        assert_eq!(
+            w.commit(),
+            Err(RingError::BadReadIndex {
+                index: bad,
+                data_size: 128
+            })
+        );
         // A write that needs a fresh read index fails too.
         assert_eq!(
             w.write(&inband(1, &[&[0; 80]])),
-            Err(WriteError::Ring(RingError::BadReadIndex { index: bad, data_size: 128 }))
+            Err(WriteError::Ring(RingError::BadReadIndex {
+                index: bad,
+                data_size: 128
+            }))
         );
     }
 }
@@ -507,7 +621,13 @@ fn plant(ring: &TestRing, offset: usize, desc: PacketDescriptor, write_index: u3
 }
 
 fn desc(offset8: u16, len8: u16) -> PacketDescriptor {
-    PacketDescriptor { packet_type: 6, offset8, len8, flags: 0, transaction_id: 42 }
+    PacketDescriptor {
+        packet_type: 6,
+        offset8,
+        len8,
+        flags: 0,
+        transaction_id: 42,
+    }
 }
 
 #[test]
@@ -527,15 +647,23 @@ fn hostile_len8_is_fatal() {
     plant(&ring, 0, desc(2, 4), 32);
     assert_eq!(
         reader().read(&mut buf),
-        Err(ReadError::Ring(RingError::PacketOverrun { len8: 4, readable: 32 }))
+        Err(ReadError::Ring(RingError::PacketOverrun {
+            len8: 4,
+            readable: 32
+        }))
     );
     plant(&ring, 0, desc(2, 0xFFFF), 120);
-    assert!(matches!(reader().read(&mut buf), Err(ReadError::Ring(RingError::PacketOverrun { .. }))));
+    assert!(matches!(
+        reader().read(&mut buf),
+        Err(ReadError::Ring(RingError::PacketOverrun { .. }))
+    ));
     // Fewer readable bytes than a descriptor.
     ring.set_u32(W, 8);
     assert_eq!(
         reader().read(&mut buf),
-        Err(ReadError::Ring(RingError::TruncatedDescriptor { readable: 8 }))
+        Err(ReadError::Ring(RingError::TruncatedDescriptor {
+            readable: 8
+        }))
     );
     // A fatal error does not move the cursor: it repeats.
     let mut r = reader();
@@ -548,7 +676,13 @@ fn hostile_len8_is_fatal() {
     let mut r = reader();
     plant(&ring, 0, desc(2, 8), 72);
     let e = r.read(&mut buf[..63]).unwrap_err();
-    assert_eq!(e, ReadError::Ring(RingError::PacketTooLargeForBuffer { len: 64, buf_len: 63 }));
+    assert_eq!(
+        e,
+        ReadError::Ring(RingError::PacketTooLargeForBuffer {
+            len: 64,
+            buf_len: 63
+        })
+    );
     assert!(e.is_fatal());
     // The cursor did not move: with a big enough buffer the same packet reads.
     let p = r.read(&mut buf).unwrap().unwrap();
@@ -566,14 +700,29 @@ fn hostile_offset8_drops_one_packet() {
     ring.set_data(64, desc(3, 3).as_bytes());
     ring.set_u32(W, 96);
     let e = r.read(&mut buf).unwrap_err();
-    assert_eq!(e, ReadError::BadOffset { offset8: 1, len8: 3, transaction_id: 42 });
+    assert_eq!(
+        e,
+        ReadError::BadOffset {
+            offset8: 1,
+            len8: 3,
+            transaction_id: 42
+        }
+    );
     assert!(!e.is_fatal());
     assert_eq!(
         r.read(&mut buf).unwrap_err(),
-        ReadError::BadOffset { offset8: 4, len8: 3, transaction_id: 42 }
+        ReadError::BadOffset {
+            offset8: 4,
+            len8: 3,
+            transaction_id: 42
+        }
     );
     let p = r.read(&mut buf).unwrap().unwrap();
-    assert_eq!((p.header.len(), p.payload.len()), (8, 0), "offset8 == len8 is valid");
+    assert_eq!(
+        (p.header.len(), p.payload.len()),
+        (8, 0),
+        "offset8 == len8 is valid"
+    );
     assert!(r.read(&mut buf).unwrap().is_none());
     r.commit().unwrap();
     assert_eq!(ring.get_u32(R), 96);

@@ -12,7 +12,7 @@ use crate::packet::{DESCRIPTOR_SIZE, PacketDescriptor, PacketTrailer, TRAILER_SI
 const ZEROS: [u8; 8] = [0; 8];
 
 /// The largest packet `len8` can describe, in bytes (without trailer).
-const MAX_LEN8_BYTES: usize = u16::MAX as usize * 8 & !7;
+const MAX_LEN8_BYTES: usize = u16::MAX as usize * 8;
 
 /// What a writer puts in one packet.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +90,10 @@ impl RingWriter {
         let size = mem.data_size();
         let index = mem.load(Field::WriteIndex, Ordering::Acquire);
         if !valid_index(index, size) {
-            return Err(RingError::BadWriteIndex { index, data_size: size });
+            return Err(RingError::BadWriteIndex {
+                index,
+                data_size: size,
+            });
         }
         let mut writer = Self {
             mem,
@@ -109,7 +112,9 @@ impl RingWriter {
         let body = pkt
             .payload
             .iter()
-            .fold(DESCRIPTOR_SIZE.saturating_add(pkt.header.len()), |n, p| n.saturating_add(p.len()));
+            .fold(DESCRIPTOR_SIZE.saturating_add(pkt.header.len()), |n, p| {
+                n.saturating_add(p.len())
+            });
         body.saturating_add(7 + TRAILER_SIZE) & !7
     }
 
@@ -129,8 +134,10 @@ impl RingWriter {
     /// publish: call [`RingWriter::commit`]. On error nothing is written.
     pub fn write(&mut self, pkt: &OutgoingPacket<'_>) -> Result<(), WriteError> {
         let offset = DESCRIPTOR_SIZE.saturating_add(pkt.header.len());
-        if offset % 8 != 0 {
-            return Err(WriteError::HeaderMisaligned { header_len: pkt.header.len() });
+        if !offset.is_multiple_of(8) {
+            return Err(WriteError::HeaderMisaligned {
+                header_len: pkt.header.len(),
+            });
         }
         let total = Self::packet_len(pkt);
         let max = self.max_packet_len();
@@ -185,7 +192,10 @@ impl RingWriter {
     fn refresh_read_index(&mut self) -> Result<u32, RingError> {
         let index = self.mem.load(Field::ReadIndex, Ordering::Acquire);
         if !valid_index(index, self.size) {
-            return Err(RingError::BadReadIndex { index, data_size: self.size });
+            return Err(RingError::BadReadIndex {
+                index,
+                data_size: self.size,
+            });
         }
         self.read_cache = index;
         Ok(index)
@@ -201,7 +211,8 @@ impl RingWriter {
         }
         let old = self.published;
         self.mem.fence();
-        self.mem.store(Field::WriteIndex, self.cursor, Ordering::Release);
+        self.mem
+            .store(Field::WriteIndex, self.cursor, Ordering::Release);
         self.published = self.cursor;
         self.mem.fence();
         if self.mem.load(Field::InterruptMask, Ordering::Relaxed) != 0 {
@@ -227,13 +238,23 @@ impl RingWriter {
     /// Only wait for a signal if [`RingWriter::peer_supports_pending_send`]; else poll.
     pub fn set_pending_send(&mut self, needed: usize) -> Result<bool, RingError> {
         let size = self.size as usize;
-        let too_large = RingError::PendingSendTooLarge { needed, data_size: self.size };
-        let want = needed.checked_add(self.uncommitted_bytes()).ok_or(too_large)?;
-        let pend = want.saturating_add(TRAILER_SIZE).max(size / 4).saturating_add(7) & !7;
+        let too_large = RingError::PendingSendTooLarge {
+            needed,
+            data_size: self.size,
+        };
+        let want = needed
+            .checked_add(self.uncommitted_bytes())
+            .ok_or(too_large)?;
+        let pend = want
+            .saturating_add(TRAILER_SIZE)
+            .max(size / 4)
+            .saturating_add(7)
+            & !7;
         if pend >= size {
             return Err(too_large);
         }
-        self.mem.store(Field::PendingSendSz, pend as u32, Ordering::Relaxed);
+        self.mem
+            .store(Field::PendingSendSz, pend as u32, Ordering::Relaxed);
         self.pending_set = true;
         self.mem.fence();
         self.refresh_read_index()?;
@@ -260,7 +281,10 @@ impl RingWriter {
     pub fn free_bytes(&self) -> Result<usize, RingError> {
         let index = self.mem.load(Field::ReadIndex, Ordering::Acquire);
         if !valid_index(index, self.size) {
-            return Err(RingError::BadReadIndex { index, data_size: self.size });
+            return Err(RingError::BadReadIndex {
+                index,
+                data_size: self.size,
+            });
         }
         Ok((self.size - readable(self.cursor, index, self.size)) as usize)
     }
