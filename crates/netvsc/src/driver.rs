@@ -25,8 +25,11 @@ use nvsp::NvspMessage;
 use nvsp::wire as nw;
 
 use crate::buffers::SlotPool;
+use crate::offload::{Features, TxAction};
 use crate::stats::GuestStats;
-use crate::tap::{Tap, VNET_HDR_LEN};
+use crate::tap::{Tap, VNET_HDR_F_DATA_VALID, VNET_HDR_LEN, VnetHdr};
+use netpkt::coalesce::{CoalesceConfig, CoalescedFrame, Coalescer, TcpChecksumMode};
+use rndis::PacketInfo;
 use crate::{GuestError, rndis_io};
 
 /// Packets handled per poll before the loop looks at the other direction.
@@ -149,6 +152,16 @@ pub struct Driver {
     pub(crate) commands: CommandQueue,
     inbound: Vec<u8>,
     rx_copy: Vec<u8>,
+    /// Offloads and ethtool features (set at bring-up).
+    pub(crate) features: Arc<Features>,
+    /// MTU, for the segment size of coalesced frames handed to the kernel.
+    pub(crate) mtu: u32,
+    /// GRO: merges received TCP segments of one flow within a poll.
+    gro: Coalescer<Box<[u8]>>,
+    /// An RSC packet being reassembled from its pieces (§10): its first piece's info
+    /// and the pieces so far; the bytes are in `rsc_buf`.
+    rsc: Option<(PacketInfo, u32)>,
+    rsc_buf: Vec<u8>,
     /// Receive completions not yet written (ring full): (transaction id, status).
     rx_completions: Vec<(u64, u32)>,
     sections_held: u64,
@@ -189,6 +202,16 @@ impl Driver {
             commands: CommandQueue::new()?,
             inbound: vec![0; INBOUND_COPY],
             rx_copy: vec![0; 65536],
+            features: Arc::new(Features::new(Default::default(), false)),
+            mtu: 1500,
+            gro: Coalescer::new(CoalesceConfig {
+                tcp_checksum: TcpChecksumMode::LeaveStale,
+                verify_checksums: false,
+                ..Default::default()
+            })
+            .map_err(|e| GuestError::Protocol(e.to_string()))?,
+            rsc: None,
+            rsc_buf: Vec::with_capacity(65536 + 64),
             rx_completions: Vec::new(),
             sections_held: 0,
         })
@@ -392,6 +415,7 @@ impl Driver {
             }
         }
         self.inbound = inbound;
+        self.flush_gro();
         if self.reader.commit()? {
             self.to_host.signal();
         }
@@ -475,20 +499,28 @@ impl Driver {
                 .expect("checked")
                 .region
                 .read(offset, &mut copy[..count]);
-            if !self.on_rndis_message(&copy[..count]) {
+            if !self.on_rndis_message(&mut copy[..count]) {
                 status = nvsp::status::FAIL;
             }
             self.rx_copy = copy;
+        }
+        // An RSC packet must end in its transfer-page packet's last range (§10).
+        if self.rsc.take().is_some() {
+            self.stats.rx_bad_messages.fetch_add(1, Ordering::Relaxed);
+            status = nvsp::status::FAIL;
         }
         status
     }
 
     /// Handles one RNDIS message from the host; false if it failed validation.
-    fn on_rndis_message(&mut self, msg: &[u8]) -> bool {
+    fn on_rndis_message(&mut self, msg: &mut [u8]) -> bool {
         match rndis_io::classify(msg) {
             Ok(rndis_io::Incoming::Packet(frame)) => {
-                self.deliver(frame);
-                true
+                let (start, len) = (frame.as_ptr() as usize - msg.as_ptr() as usize, frame.len());
+                let Ok(info) = rndis::packet::parse_packet(msg).map(|p| p.info) else {
+                    return false;
+                };
+                self.receive(&mut msg[start..start + len], info)
             }
             Ok(rndis_io::Incoming::Reply { request_id }) => {
                 rndis_io::trace_rndis(self.tracer.as_deref(), Dir::Rx, self.relid, msg);
@@ -541,24 +573,103 @@ impl Driver {
         }
     }
 
-    /// Hands a received frame to the kernel.
-    fn deliver(&mut self, frame: &[u8]) {
+    /// Takes one received frame: an RSC piece joins its packet; a whole frame goes to
+    /// GRO or straight to the kernel. False if it broke the rules.
+    fn receive(&mut self, frame: &mut [u8], info: PacketInfo) -> bool {
+        use rndis::ppi::PktInfoId;
+        let Some(id) = info.pktinfo_id.filter(|id| id.flag & PktInfoId::SUBALLOC != 0) else {
+            self.deliver(frame, &info);
+            return true;
+        };
+        if id.flag & PktInfoId::FIRST_FRAG != 0 {
+            self.rsc_buf.clear();
+            self.rsc = Some((info, 0));
+        }
+        let Some((_, pieces)) = self.rsc.as_mut() else {
+            // A later piece with nothing in progress.
+            self.stats.rx_bad_messages.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        *pieces += 1;
+        if *pieces > 562 || self.rsc_buf.len() + frame.len() > 65535 + 18 {
+            self.rsc = None;
+            self.stats.rx_bad_messages.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.rsc_buf.extend_from_slice(frame);
+        if id.flag & PktInfoId::LAST_FRAG != 0 {
+            let (first, _) = self.rsc.take().expect("in progress");
+            let mut buf = std::mem::take(&mut self.rsc_buf);
+            self.deliver_coalesced(&mut buf, &first);
+            self.rsc_buf = buf;
+        }
+        true
+    }
+
+    /// Hands a whole frame to GRO or the kernel.
+    fn deliver(&mut self, frame: &mut [u8], info: &PacketInfo) {
+        let vnet = crate::offload::rx_vnet(&self.features, info, frame);
         let Some(tap) = &self.tap else {
             self.stats.rx_tap_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let hdr = [0u8; VNET_HDR_LEN];
-        match tap.write(&[IoSlice::new(&hdr), IoSlice::new(frame)]) {
-            Ok(true) => {
-                self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .rx_bytes
-                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
+        let stats = &self.stats;
+        let mut out = |cf: CoalescedFrame<'_>| {
+            let hdr = if cf.segments > 1 {
+                crate::offload::gso_vnet(cf.frame, cf.mss)
+            } else {
+                None
             }
-            _ => {
-                self.stats.rx_tap_dropped.fetch_add(1, Ordering::Relaxed);
-            }
+            .unwrap_or(VnetHdr {
+                flags: VNET_HDR_F_DATA_VALID,
+                ..Default::default()
+            });
+            write_tap(tap, stats, &hdr, cf.frame);
+        };
+        if vnet.flags & VNET_HDR_F_DATA_VALID != 0 && self.features.gro.load(Ordering::Relaxed) {
+            self.gro.push(frame, &mut out);
+        } else {
+            self.gro.flush(&mut out);
+            write_tap(tap, stats, &vnet, frame);
         }
+    }
+
+    /// Hands a reassembled RSC frame to the kernel as one GSO packet.
+    fn deliver_coalesced(&mut self, frame: &mut [u8], info: &PacketInfo) {
+        let vnet = crate::offload::rx_vnet(&self.features, info, frame);
+        let Some(tap) = &self.tap else {
+            self.stats.rx_tap_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let stats = &self.stats;
+        self.gro.flush(&mut |cf: CoalescedFrame<'_>| {
+            let hdr = crate::offload::gso_vnet(cf.frame, cf.mss).filter(|_| cf.segments > 1);
+            write_tap(tap, stats, &hdr.unwrap_or(VnetHdr { flags: VNET_HDR_F_DATA_VALID, ..Default::default() }), cf.frame);
+        });
+        let mss = netpkt::frame::parse_frame(frame).ok().and_then(|i| {
+            let l4 = i.l4_offset?;
+            let netpkt::frame::L4::Tcp { header_len, .. } = i.l4 else { return None };
+            let headers = l4 - i.l3_offset + usize::from(header_len);
+            (self.mtu as usize).checked_sub(headers).map(|m| m as u16)
+        });
+        let hdr = match (vnet.flags & VNET_HDR_F_DATA_VALID != 0, mss) {
+            (true, Some(mss)) if frame.len() > self.mtu as usize + 14 => {
+                crate::offload::gso_vnet(frame, mss).unwrap_or(vnet)
+            }
+            _ => vnet,
+        };
+        self.stats.rx_rsc_packets.fetch_add(1, Ordering::Relaxed);
+        write_tap(tap, stats, &hdr, frame);
+    }
+
+    /// Ends a poll: frames GRO holds go to the kernel.
+    fn flush_gro(&mut self) {
+        let Some(tap) = &self.tap else { return };
+        let stats = &self.stats;
+        self.gro.flush(&mut |cf: CoalescedFrame<'_>| {
+            let hdr = crate::offload::gso_vnet(cf.frame, cf.mss).filter(|_| cf.segments > 1);
+            write_tap(tap, stats, &hdr.unwrap_or(VnetHdr { flags: VNET_HDR_F_DATA_VALID, ..Default::default() }), cf.frame);
+        });
     }
 
     /// Writes the receive completions collected so far; keeps those that do not fit.
@@ -737,16 +848,30 @@ impl Driver {
                 h.copy_from_slice(self.staging.slice_mut(slot, HEADROOM, VNET_HDR_LEN));
                 crate::tap::VnetHdr::parse(&h)
             };
-            if vnet.flags & crate::tap::VNET_HDR_F_NEEDS_CSUM != 0 {
+            let features = self.features.clone();
+            let action = {
                 let frame = self.staging.slice_mut(slot, frame_start, frame_len);
-                let _ = netpkt::checksum::complete_partial_checksum(
-                    frame,
-                    usize::from(vnet.csum_start),
-                    usize::from(vnet.csum_offset),
-                );
-            }
+                crate::offload::prepare_tx(&features, &vnet, frame)
+            };
+            let info = match action {
+                Ok(TxAction::Plain) => PacketInfo::default(),
+                Ok(TxAction::Offload(info)) => {
+                    if info.lso.is_some() {
+                        self.stats.tx_lso.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.stats.tx_checksum_offload.fetch_add(1, Ordering::Relaxed);
+                    }
+                    info
+                }
+                Err(e) => {
+                    tracing::debug!("frame from the TAP dropped: {e}");
+                    self.staging.release(slot);
+                    self.stats.tx_too_big.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
             let mut hdr = [0u8; rndis_io::MAX_PACKET_HEADER];
-            let hlen = rndis_io::packet_header(&mut hdr, frame_len);
+            let hlen = rndis_io::packet_header(&mut hdr, &info, frame_len);
             self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .tx_bytes
@@ -754,6 +879,7 @@ impl Driver {
             let msg_len = (hlen + frame_len).next_multiple_of(8);
             let section_size = nw::SEND_SECTION_SIZE as usize;
             if msg_len < section_size
+                && info.lso.is_none()
                 && self.copy_into_section(slot, &hdr[..hlen], frame_start, frame_len)?
             {
                 self.staging.release(slot);
@@ -927,5 +1053,19 @@ impl Driver {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes one frame with its virtio-net header to the TAP, counting it.
+fn write_tap(tap: &Tap, stats: &GuestStats, vnet: &VnetHdr, frame: &[u8]) {
+    let hdr = vnet.encode();
+    match tap.write(&[IoSlice::new(&hdr), IoSlice::new(frame)]) {
+        Ok(true) => {
+            stats.rx_packets.fetch_add(1, Ordering::Relaxed);
+            stats.rx_bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        }
+        _ => {
+            stats.rx_tap_dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }

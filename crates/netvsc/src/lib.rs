@@ -9,6 +9,7 @@
 
 pub mod buffers;
 pub mod driver;
+pub mod offload;
 pub mod rndis_io;
 pub mod stats;
 pub mod tap;
@@ -163,6 +164,9 @@ pub struct NicInfo {
     pub tx_sections: u32,
     /// RNDIS: messages per send-buffer batch.
     pub max_pkt_per_msg: u32,
+    /// Offloads the host offered and the guest enabled.
+    #[serde(skip)]
+    pub offloads: rndis::offload::GuestOffloads,
 }
 
 /// A running guest NIC.
@@ -247,6 +251,8 @@ impl Guest {
         )?;
 
         let tap = Tap::create(&config.ifname).map_err(GuestError::Tap)?;
+        tap.set_offload(driver.features.tun_flags())
+            .map_err(GuestError::Tap)?;
         tap.set_mac(info.mac).map_err(GuestError::Tap)?;
         tap.set_mtu(info.mtu).map_err(GuestError::Tap)?;
         tap.set_carrier(driver.link.up.load(Ordering::Relaxed))
@@ -603,10 +609,24 @@ fn bring_up(
     info.max_pkt_per_msg = d.max_pkt_per_msg;
 
     // 7. Queries, in Linux's order.
-    let mut query = |oid: u32, len: usize, what: &'static str| -> Result<Vec<u8>, GuestError> {
+    let request = std::cell::RefCell::new(d);
+    let query_data = |oid: u32, data: &[u8], what: &'static str| -> Result<Vec<u8>, GuestError> {
         let id = next_request.fetch_add(1, Ordering::Relaxed);
-        let reply = d.rndis_request(&rndis_io::query(id, oid, &vec![0; len]), id, what)?;
+        let reply = request
+            .borrow_mut()
+            .rndis_request(&rndis_io::query(id, oid, data), id, what)?;
         rndis_io::query_data(&reply, what)
+    };
+    let query = |oid: u32, len: usize, what: &'static str| query_data(oid, &vec![0; len], what);
+    let query_with = |data: &[u8], what: &'static str| {
+        query_data(rndis::oid::TCP_OFFLOAD_HARDWARE_CAPABILITIES, data, what)
+    };
+    let set = |oid: u32, data: &[u8], what: &'static str| -> Result<(), GuestError> {
+        let id = next_request.fetch_add(1, Ordering::Relaxed);
+        let reply = request
+            .borrow_mut()
+            .rndis_request(&rndis_io::set(id, oid, data), id, what)?;
+        rndis_io::expect_set_complete(&reply, what)
     };
     let frame = query(rndis::oid::GEN_MAXIMUM_FRAME_SIZE, 4, "maximum frame size")?;
     let max_frame = rndis_io::u32_of(&frame, "maximum frame size")?;
@@ -621,16 +641,43 @@ fn bring_up(
         .and_then(|m| m.try_into().ok())
         .filter(|_| mac.len() == 6)
         .ok_or_else(|| GuestError::Protocol(format!("MAC address of {} bytes", mac.len())))?;
-    let media = query(
-        rndis::oid::GEN_MEDIA_CONNECT_STATUS,
-        4,
-        "media connect status",
-    )?;
+    // The friendly name is only logged (and "Network Adapter" ignored), as Linux does.
+    let name = query(rndis::oid::GEN_FRIENDLY_NAME, 512, "friendly name")?;
+    let name: String = char::decode_utf16(
+        name.chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|&c| c != 0),
+    )
+    .map(|c| c.unwrap_or('?'))
+    .collect();
+    tracing::debug!(%name, "host adapter name");
+    // Offloads: capabilities, then the parameters enabling what Linux enables (§8.1).
+    let revision = rndis::offload::offload_revision_for_nvsp(v);
+    let mut q = [0u8; rndis::offload::OFFLOAD_SIZE_REV3];
+    let n = rndis::offload::NdisOffload::emit_query(revision, &mut q)?;
+    let caps = query_with(&q[..n], "offload capabilities")?;
+    let mut offloads = rndis::offload::NdisOffload::parse(&caps)?.guest_offloads();
+    // RSC needs NVSP 6.1 as well (§10).
+    offloads.rsc &= v >= nvsp::version::V6_1;
+    let params = rndis::offload::OffloadParameters::linux(&offloads, true);
+    let size = if v >= nvsp::version::V5 {
+        rndis::offload::OFFLOAD_PARAMETERS_SIZE
+    } else {
+        rndis::offload::OFFLOAD_PARAMETERS_SIZE_REV2
+    };
+    let mut pbuf = [0u8; rndis::offload::OFFLOAD_PARAMETERS_SIZE];
+    let n = params.emit(size, &mut pbuf)?;
+    set(rndis::oid::TCP_OFFLOAD_PARAMETERS, &pbuf[..n], "offload parameters")?;
+    info.offloads = offloads;
+    let media = query(rndis::oid::GEN_MEDIA_CONNECT_STATUS, 4, "media connect status")?;
     let connected = rndis_io::u32_of(&media, "media status")? == rndis::oid::MEDIA_STATE_CONNECTED;
     if v >= nvsp::version::V5 {
         let speed = query(rndis::oid::GEN_LINK_SPEED, 4, "link speed")?;
         info.link_speed = rndis_io::u32_of(&speed, "link speed")?;
     }
+    let d = request.into_inner();
     d.set_link(connected);
+    d.mtu = info.mtu;
+    d.features = Arc::new(offload::Features::new(info.offloads, true));
     Ok(())
 }

@@ -220,11 +220,12 @@ pub fn u32_of(data: &[u8], what: &str) -> Result<u32, GuestError> {
         .map_err(|_| GuestError::Protocol(format!("{what}: {} bytes, expected 4", data.len())))
 }
 
-/// Writes a PACKET header (no PPIs yet) for a frame of `frame_len`; returns its length.
-pub fn packet_header(buf: &mut [u8; MAX_PACKET_HEADER], frame_len: usize) -> usize {
-    rndis::packet::emit_packet_header(buf, &PacketInfo::default(), frame_len, 1)
+/// Writes a PACKET header with `info`'s PPIs for a frame of `frame_len`; returns its
+/// length.
+pub fn packet_header(buf: &mut [u8; MAX_PACKET_HEADER], info: &PacketInfo, frame_len: usize) -> usize {
+    rndis::packet::emit_packet_header(buf, info, frame_len, 1)
         .map(|l| l.header_len)
-        .expect("a 128-byte buffer holds a header without PPIs")
+        .expect("a 128-byte buffer holds a header with every PPI the guest sends")
 }
 
 /// Rewrites `msg_len` of a message whose header is at the start of `hdr` (to count the

@@ -25,6 +25,12 @@ counters! {
     tx_packets,
     /// Bytes of those frames.
     tx_bytes,
+    /// Frames sent with a checksum request for the host.
+    tx_checksum_offload,
+    /// TSO frames sent as one LSO packet.
+    tx_lso,
+    /// RSC packets reassembled from pieces.
+    rx_rsc_packets,
     /// Frames copied into a send-buffer section.
     tx_send_buffer,
     /// Frames sent as GPA-direct page buffers.

@@ -8,6 +8,7 @@
 
 pub mod host;
 pub mod nic;
+pub mod offload;
 pub mod profile;
 pub mod rndis_dev;
 pub mod rx_buffer;

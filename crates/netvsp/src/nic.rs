@@ -26,11 +26,12 @@ use zerocopy::little_endian::U32;
 use nvsp::NvspMessage;
 use nvsp::wire as nw;
 
+use crate::offload::{self, OffloadState, flag};
 use crate::profile::HostProfile;
 use crate::rndis_dev::{self, RndisState};
 use crate::rx_buffer::{Purpose, ReceiveBuffer};
 use crate::stats::NicStats;
-use crate::vswitch::{DeliveryBatch, PortId, PortSink, Switch};
+use crate::vswitch::{DeliveryBatch, Frame, PortId, PortSink, Switch};
 
 /// Packets drained from a guest ring before the thread checks for other work.
 const BUDGET: usize = 256;
@@ -113,6 +114,8 @@ pub(crate) struct Session {
     /// RNDIS initialized, a packet filter set and not halted: frames may be posted.
     pub(crate) ready: AtomicBool,
     pub(crate) filter: std::sync::atomic::AtomicU32,
+    /// Offloads the guest turned on.
+    pub(crate) offload: OffloadState,
 }
 
 impl Session {
@@ -129,9 +132,16 @@ impl Session {
         nw::host_message_size(self.nvsp_version())
     }
 
-    /// Posts one RNDIS message to the guest on queue `q` through a receive-buffer
-    /// section. Returns false (nothing posted) if no section or no ring space.
+    /// Posts one RNDIS message (given as pieces) to the guest on queue `q` through a
+    /// receive-buffer section. Returns false (nothing posted) if no section or no ring
+    /// space.
     pub(crate) fn post(&self, q: usize, purpose: Purpose, parts: &[&[u8]]) -> bool {
+        self.post_messages(q, purpose, &[parts])
+    }
+
+    /// Posts several RNDIS messages (each given as pieces) as one transfer-page packet,
+    /// one section and one range each; all or nothing.
+    pub(crate) fn post_messages(&self, q: usize, purpose: Purpose, messages: &[&[&[u8]]]) -> bool {
         let Some(recv) = self.recv.read().unwrap().clone() else {
             return false;
         };
@@ -139,24 +149,25 @@ impl Session {
         let Some(queue) = queues.get(q).or_else(|| queues.first()) else {
             return false;
         };
-        let Some(section) = recv.lend(purpose) else {
-            return false;
-        };
-        if !recv.fill(section, parts) {
-            recv.unlend(section);
+        let mut sections = Vec::with_capacity(messages.len());
+        if recv.lend_group(purpose, &mut sections, messages.len()).is_none() {
             return false;
         }
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        let mut header = [0u8; 16];
-        let hlen = packet::write_transfer_page_header(
-            &mut header,
-            nw::RECEIVE_BUFFER_ID,
-            &[TransferPageRange {
+        let mut ranges = Vec::with_capacity(messages.len());
+        for (m, &section) in messages.iter().zip(&sections) {
+            if !recv.fill(section, m) {
+                recv.unlend(sections[0]);
+                return false;
+            }
+            let len: usize = m.iter().map(|p| p.len()).sum();
+            ranges.push(TransferPageRange {
                 byte_count: len as u32,
                 byte_offset: recv.offset(section),
-            }],
-        )
-        .expect("one range fits");
+            });
+        }
+        let mut header = vec![0u8; packet::transfer_page_header_len(ranges.len())];
+        let hlen = packet::write_transfer_page_header(&mut header, nw::RECEIVE_BUFFER_ID, &ranges)
+            .expect("sized above");
         let channel_type = match purpose {
             Purpose::Data => nw::CHANNEL_TYPE_DATA,
             Purpose::Control => nw::CHANNEL_TYPE_CONTROL,
@@ -172,15 +183,103 @@ impl Session {
         let pkt = OutgoingPacket {
             packet_type: PacketType::DATA_USING_XFER_PAGES,
             flags: COMPLETION_REQUESTED,
-            transaction_id: ReceiveBuffer::transaction_id(section),
+            transaction_id: ReceiveBuffer::transaction_id(sections[0]),
             header: &header[..hlen],
             payload: &[&nvsp_buf[..n]],
         };
         if queue.write(&pkt).is_err() {
-            recv.unlend(section);
+            recv.unlend(sections[0]);
             return false;
         }
         true
+    }
+
+    /// Posts one received frame with its per-packet info.
+    fn post_frame(&self, info: &rndis::PacketInfo, frame: &[u8]) -> bool {
+        let mut header = [0u8; rndis_dev::MAX_PACKET_HEADER];
+        let Some(hlen) = rndis_dev::packet_header(&mut header, info, frame.len()) else {
+            return false;
+        };
+        self.post(0, Purpose::Data, &[&header[..hlen], frame])
+    }
+
+    /// Passes an LSO super-frame on as one RSC packet: pieces in consecutive sections,
+    /// each a full RNDIS PACKET with PKTINFO_ID, checksums left stale (§8.4, §10).
+    fn post_rsc(&self, frame: &[u8], pkt_id: u16) -> bool {
+        let Some(recv) = self.recv.read().unwrap().clone() else {
+            return false;
+        };
+        // Fix the IP length fields the guest's LSO form left zero.
+        let Ok(parsed) = netpkt::frame::parse_lso_frame(frame) else {
+            return false;
+        };
+        let l3 = parsed.l3_offset;
+        let mut head = frame[..parsed.l4_offset.unwrap_or(l3).min(frame.len())].to_vec();
+        let v6 = match parsed.l3 {
+            netpkt::frame::L3::Ipv4 { .. } => {
+                let total = (frame.len() - l3) as u16;
+                head[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
+                false
+            }
+            netpkt::frame::L3::Ipv6 { .. } => {
+                let payload = (frame.len() - l3 - 40) as u16;
+                head[l3 + 4..l3 + 6].copy_from_slice(&payload.to_be_bytes());
+                true
+            }
+            netpkt::frame::L3::Other => return false,
+        };
+        let rest = &frame[head.len()..];
+        let piece_room = recv.section_size() as usize - rndis_dev::RSC_PIECE_HEADER;
+        let first_room = piece_room.saturating_sub(head.len());
+        let pieces = 1 + rest.len().saturating_sub(first_room).div_ceil(piece_room);
+        if pieces > rndis_dev::MAX_RSC_PIECES || first_room == 0 {
+            return false;
+        }
+        use rndis::ppi::{PktInfoId, RxChecksumInfo as R};
+        let csum = if v6 {
+            R::TCP_OK | R::TCP_VALUE_INVALID
+        } else {
+            R::TCP_OK | R::TCP_VALUE_INVALID | R::IP_OK | R::IP_VALUE_INVALID
+        };
+        let mut headers = vec![[0u8; rndis_dev::MAX_PACKET_HEADER]; pieces];
+        let mut spans = Vec::with_capacity(pieces);
+        let mut at = 0;
+        for (i, h) in headers.iter_mut().enumerate() {
+            let room = if i == 0 { first_room } else { piece_room };
+            let end = (at + room).min(rest.len());
+            let mut flag = PktInfoId::SUBALLOC;
+            if i == 0 {
+                flag |= PktInfoId::FIRST_FRAG;
+            }
+            if i == pieces - 1 {
+                flag |= PktInfoId::LAST_FRAG;
+            }
+            let info = rndis::PacketInfo {
+                checksum: (i == 0).then_some(csum),
+                pktinfo_id: Some(PktInfoId::new(flag, pkt_id)),
+                ..Default::default()
+            };
+            let data_len = end - at + if i == 0 { head.len() } else { 0 };
+            let Some(hlen) = rndis_dev::packet_header(h, &info, data_len) else {
+                return false;
+            };
+            spans.push((hlen, at, end));
+            at = end;
+        }
+        let messages: Vec<Vec<&[u8]>> = headers
+            .iter()
+            .zip(&spans)
+            .enumerate()
+            .map(|(i, (h, &(hlen, a, e)))| {
+                if i == 0 {
+                    vec![&h[..hlen], &head[..], &rest[a..e]]
+                } else {
+                    vec![&h[..hlen], &rest[a..e]]
+                }
+            })
+            .collect();
+        let refs: Vec<&[&[u8]]> = messages.iter().map(Vec::as_slice).collect();
+        self.post_messages(0, Purpose::Data, &refs)
     }
 }
 
@@ -191,32 +290,58 @@ pub(crate) struct NicPort {
 }
 
 impl PortSink for NicPort {
-    fn deliver(&self, frame: &[u8]) -> bool {
+    fn deliver(&self, frame: &Frame<'_>) -> bool {
         let session = self.session.read().unwrap();
         let Some(s) = session.as_ref().filter(|s| s.ready.load(Ordering::Acquire)) else {
-            self.stats
-                .rx_dropped_not_ready
-                .fetch_add(1, Ordering::Relaxed);
+            self.stats.rx_dropped_not_ready.fetch_add(1, Ordering::Relaxed);
             return false;
         };
-        if !rndis_dev::filter_accepts(s.filter.load(Ordering::Relaxed), frame) {
+        if !rndis_dev::filter_accepts(s.filter.load(Ordering::Relaxed), frame.bytes) {
             self.stats.rx_filtered.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let mut header = [0u8; rndis_dev::MAX_PACKET_HEADER];
-        let hlen = rndis_dev::packet_header(&mut header, frame.len());
-        if s.post(0, Purpose::Data, &[&header[..hlen], frame]) {
-            self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .rx_bytes
-                .fetch_add(frame.len() as u64, Ordering::Relaxed);
-            true
-        } else {
-            self.stats
-                .rx_dropped_no_section
-                .fetch_add(1, Ordering::Relaxed);
-            false
+        let flags = s.offload.flags();
+        let count = |ok: bool, packets: u64, bytes: usize| {
+            if ok {
+                self.stats.rx_packets.fetch_add(packets, Ordering::Relaxed);
+                self.stats.rx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            } else {
+                self.stats.rx_dropped_no_section.fetch_add(1, Ordering::Relaxed);
+            }
+            ok
+        };
+        let Some(mss) = frame.lso_mss else {
+            let csum = offload::rx_checksum(flags, frame.bytes, frame.checksum_good);
+            let info = rndis::PacketInfo {
+                checksum: csum,
+                ..Default::default()
+            };
+            return count(s.post_frame(&info, frame.bytes), 1, frame.bytes.len());
+        };
+        if flags & flag::RSC != 0 {
+            let id = self.stats.rx_rsc_packets.fetch_add(1, Ordering::Relaxed) as u16;
+            return count(s.post_rsc(frame.bytes, id), 1, frame.bytes.len());
         }
+        // The receiver takes MTU-sized frames only: segment (§8.3).
+        let Ok(plan) = netpkt::lso::LsoPlan::new_gso(frame.bytes, mss) else {
+            self.stats.rx_dropped_bad_lso.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        let mut seg = vec![0u8; plan.max_segment_len()];
+        let mut all = true;
+        for i in 0..plan.segment_count() {
+            let Ok(n) = plan.write_segment(i, &mut seg) else {
+                self.stats.rx_dropped_bad_lso.fetch_add(1, Ordering::Relaxed);
+                return false;
+            };
+            let info = rndis::PacketInfo {
+                checksum: offload::rx_checksum(flags, &seg[..n], true),
+                ..Default::default()
+            };
+            all &= count(s.post_frame(&info, &seg[..n]), 1, n);
+        }
+        self.stats.rx_lso_segmented.fetch_add(1, Ordering::Relaxed);
+        all
     }
 
     fn flush(&self) {
@@ -343,6 +468,7 @@ impl Device for Nic {
                 rndis: Mutex::default(),
                 ready: AtomicBool::new(false),
                 filter: Default::default(),
+                offload: OffloadState::default(),
             });
             *self.port.session.write().unwrap() = Some(s.clone());
             s
@@ -937,7 +1063,7 @@ impl ChannelContext {
                 .tx_send_buffer
                 .fetch_add(1, Ordering::Relaxed);
         }
-        rndis_dev::process_stream(&self.nic, &self.session, &scratch[..len], batch)
+        rndis_dev::process_stream(&self.nic, &self.session, &mut scratch[..len], batch)
     }
 }
 

@@ -22,7 +22,7 @@ use vmbus::trace::Dir;
 
 use crate::nic::{NicConfig, NicRef, ProtocolError, Session};
 use crate::rx_buffer::Purpose;
-use crate::vswitch::DeliveryBatch;
+use crate::vswitch::{DeliveryBatch, Frame};
 
 /// Room for a PACKET header with every PPI the host sends.
 pub const MAX_PACKET_HEADER: usize = 128;
@@ -54,11 +54,21 @@ pub fn filter_accepts(filter: u32, frame: &[u8]) -> bool {
     }
 }
 
-/// Writes a PACKET header for a received frame of `frame_len`; returns its length.
-pub fn packet_header(buf: &mut [u8; MAX_PACKET_HEADER], frame_len: usize) -> usize {
-    rndis::packet::emit_packet_header(buf, &PacketInfo::default(), frame_len, 1)
+/// Header bytes of one RSC piece: PACKET header with a checksum PPI and PKTINFO_ID.
+pub const RSC_PIECE_HEADER: usize = rndis::packet::PACKET_MIN_MESSAGE_SIZE + 2 * 16;
+/// Most pieces one RSC packet may carry (Linux `NVSP_RSC_MAX`).
+pub const MAX_RSC_PIECES: usize = 562;
+
+/// Writes a PACKET header with `info`'s PPIs for a frame of `frame_len`; returns its
+/// length, or None if the frame is too long for a message.
+pub fn packet_header(
+    buf: &mut [u8; MAX_PACKET_HEADER],
+    info: &PacketInfo,
+    frame_len: usize,
+) -> Option<usize> {
+    rndis::packet::emit_packet_header(buf, info, frame_len, 1)
+        .ok()
         .map(|l| l.header_len)
-        .expect("a 128-byte buffer holds a header without PPIs")
 }
 
 fn message(msg_type: u32, body: &[u8], data: &[u8]) -> Vec<u8> {
@@ -93,11 +103,13 @@ pub(crate) fn indicate_link(session: &Session, up: bool, config: &NicConfig) {
 pub(crate) fn process_stream(
     nic: &NicRef,
     session: &Session,
-    mut bytes: &[u8],
+    stream: &mut [u8],
     batch: &mut DeliveryBatch,
 ) -> Result<(), ProtocolError> {
     let mut count = 0;
-    while bytes.len() >= header::HEADER_SIZE {
+    let mut at = 0;
+    while stream.len() - at >= header::HEADER_SIZE {
+        let bytes = &mut stream[at..];
         count += 1;
         if count > rndis::control::HOST_MAX_PKT_PER_MSG as usize {
             return Err(ProtocolError(format!(
@@ -113,17 +125,34 @@ pub(crate) fn process_stream(
             if !session.rndis.lock().unwrap().initialized {
                 return Err(ProtocolError("RNDIS PACKET before INITIALIZE".into()));
             }
+            let (info, start, frame_len) = (
+                p.info,
+                p.frame.as_ptr() as usize - msg.as_ptr() as usize,
+                p.frame.len(),
+            );
+            let frame = &mut bytes[start..start + frame_len];
+            let tx = crate::offload::prepare_tx(frame, &info).map_err(ProtocolError)?;
+            if tx.lso_mss.is_some() {
+                nic.stats.tx_lso_packets.fetch_add(1, Ordering::Relaxed);
+            } else if tx.checksum_good {
+                nic.stats.tx_checksum_filled.fetch_add(1, Ordering::Relaxed);
+            }
             nic.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
             nic.stats
                 .tx_bytes
-                .fetch_add(p.frame.len() as u64, Ordering::Relaxed);
-            nic.switch.forward(nic.port_id, p.frame, batch);
+                .fetch_add(frame.len() as u64, Ordering::Relaxed);
+            let f = Frame {
+                bytes: frame,
+                lso_mss: tx.lso_mss,
+                checksum_good: tx.checksum_good,
+            };
+            nic.switch.forward(nic.port_id, &f, batch);
         } else {
             control(nic, session, msg_type, msg)?;
         }
-        bytes = &bytes[len..];
+        at += len;
         // The last message of a batch may be followed by padding only.
-        if bytes.iter().all(|&b| b == 0) {
+        if stream[at..].iter().all(|&b| b == 0) {
             break;
         }
     }
@@ -272,6 +301,18 @@ fn query(nic: &NicRef, session: &Session, oid: u32, request: &[u8]) -> (u32, Vec
             .to_vec())
         }
         oid::GEN_LINK_SPEED => ok(nic.config.link_speed.to_le_bytes().to_vec()),
+        oid::TCP_OFFLOAD_HARDWARE_CAPABILITIES => {
+            let nvsp_version = session.nvsp_version();
+            let rsc = crate::offload::rsc_offered(nic.config.profile, nvsp_version);
+            let caps = crate::offload::capabilities(nic.config.profile, rsc);
+            let revision = rndis::offload::NdisOffload::requested_revision(request);
+            let mut buf = [0u8; rndis::offload::OFFLOAD_SIZE_REV3];
+            match caps.emit(revision, &mut buf) {
+                // The answer must fit the guest's buffer (§7.1).
+                Ok(n) if request.is_empty() || n <= request.len() => ok(buf[..n].to_vec()),
+                _ => (rndis::status::BUFFER_OVERFLOW, Vec::new()),
+            }
+        }
         oid::GEN_FRIENDLY_NAME => {
             // UTF-16LE, NUL-terminated (Linux's buffer is not zeroed), within the request.
             let mut d: Vec<u8> = "Microsoft Hyper-V Network Adapter"
@@ -304,6 +345,12 @@ fn set(nic: &NicRef, session: &Session, oid: u32, data: &[u8]) -> u32 {
             );
             tracing::debug!(nic = %nic.config.name, filter, "packet filter set");
             rndis::status::SUCCESS
+        }
+        oid::TCP_OFFLOAD_PARAMETERS => {
+            let rsc = crate::offload::rsc_offered(nic.config.profile, session.nvsp_version());
+            let status = session.offload.apply(data, nic.config.profile, rsc);
+            tracing::debug!(nic = %nic.config.name, flags = session.offload.flags(), status, "offload parameters");
+            status
         }
         _ => rndis::status::NOT_SUPPORTED,
     }

@@ -34,8 +34,13 @@ pub struct ReceiveBuffer {
 struct Pool {
     free: Vec<u32>,
     lent: Vec<bool>,
+    /// Sections lent by one transfer-page packet are chained: `next[s]` is the next
+    /// section of the same packet, or `END`. The packet's id names the first.
+    next: Vec<u32>,
     peak: u32,
 }
+
+const END: u32 = u32::MAX;
 
 /// Whom a section is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +63,7 @@ impl ReceiveBuffer {
             pool: Mutex::new(Pool {
                 free: (0..count).rev().collect(),
                 lent: vec![false; count as usize],
+                next: vec![END; count as usize],
                 peak: 0,
             }),
             bad_completions: AtomicU64::new(0),
@@ -91,21 +97,54 @@ impl ReceiveBuffer {
         Some(s)
     }
 
-    /// Takes a section back without the guest (the packet was never posted).
+    /// Lends `n` sections for one packet, chained so that one completion returns them
+    /// all; None (nothing lent) if there are not enough for this purpose.
+    pub fn lend_group(&self, purpose: Purpose, out: &mut Vec<u32>, n: usize) -> Option<()> {
+        let mut pool = self.pool.lock().unwrap();
+        let floor = match purpose {
+            Purpose::Data => RESERVED_SECTIONS as usize,
+            Purpose::Control => 0,
+        };
+        if pool.free.len() < floor + n || n == 0 {
+            return None;
+        }
+        out.clear();
+        for _ in 0..n {
+            let s = pool.free.pop()?;
+            pool.lent[s as usize] = true;
+            if let Some(&prev) = out.last() {
+                pool.next[prev as usize] = s;
+            }
+            out.push(s);
+        }
+        let in_use = self.count - pool.free.len() as u32;
+        pool.peak = pool.peak.max(in_use);
+        Some(())
+    }
+
+    /// Takes a section (and the sections chained to it) back without the guest: the
+    /// packet was never posted.
     pub fn unlend(&self, section: u32) {
         self.give_back(section);
     }
 
-    fn give_back(&self, section: u32) -> bool {
+    fn give_back(&self, first: u32) -> bool {
         let mut pool = self.pool.lock().unwrap();
-        match pool.lent.get_mut(section as usize) {
-            Some(lent) if *lent => {
-                *lent = false;
-                pool.free.push(section);
-                true
-            }
-            _ => false,
+        if !pool.lent.get(first as usize).is_some_and(|l| *l) {
+            return false;
         }
+        let mut s = first;
+        // The chain has at most `count` links; the bound guards against a corrupted one.
+        for _ in 0..self.count {
+            pool.lent[s as usize] = false;
+            pool.free.push(s);
+            let next = std::mem::replace(&mut pool.next[s as usize], END);
+            if next == END || !pool.lent.get(next as usize).is_some_and(|l| *l) {
+                break;
+            }
+            s = next;
+        }
+        true
     }
 
     /// The transaction id of a transfer-page packet lending `section`.

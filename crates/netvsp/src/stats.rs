@@ -23,6 +23,16 @@ pub struct NicStats {
     pub rx_dropped_not_ready: AtomicU64,
     /// Frames the guest's packet filter does not take.
     pub rx_filtered: AtomicU64,
+    /// LSO super-frames passed on coalesced (RSC) to this guest.
+    pub rx_rsc_packets: AtomicU64,
+    /// LSO super-frames segmented for this guest.
+    pub rx_lso_segmented: AtomicU64,
+    /// LSO super-frames that could not be segmented.
+    pub rx_dropped_bad_lso: AtomicU64,
+    /// Guest sends whose checksum the host filled.
+    pub tx_checksum_filled: AtomicU64,
+    /// Guest LSO sends.
+    pub tx_lso_packets: AtomicU64,
     /// Malformed or out-of-state guest messages.
     pub protocol_errors: AtomicU64,
     /// Packets of types netvsc never uses.
@@ -49,6 +59,11 @@ impl NicStats {
             ("rx_dropped_no_section", g(&self.rx_dropped_no_section)),
             ("rx_dropped_not_ready", g(&self.rx_dropped_not_ready)),
             ("rx_filtered", g(&self.rx_filtered)),
+            ("rx_rsc_packets", g(&self.rx_rsc_packets)),
+            ("rx_lso_segmented", g(&self.rx_lso_segmented)),
+            ("rx_dropped_bad_lso", g(&self.rx_dropped_bad_lso)),
+            ("tx_checksum_filled", g(&self.tx_checksum_filled)),
+            ("tx_lso_packets", g(&self.tx_lso_packets)),
             ("protocol_errors", g(&self.protocol_errors)),
             ("unsupported_packets", g(&self.unsupported_packets)),
             ("rndis_control", g(&self.rndis_control)),

@@ -12,11 +12,34 @@ use std::sync::{Arc, RwLock};
 /// Identifies a port on the switch.
 pub type PortId = u32;
 
+/// A frame crossing the switch, with what the sender's offloads say about it.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    /// The Ethernet frame. For an LSO send this is the whole super-frame.
+    pub bytes: &'a [u8],
+    /// Set for an LSO send the host must segment (or pass on coalesced): the MSS.
+    pub lso_mss: Option<u16>,
+    /// The L4 checksum is known to be right (the host filled it, or the sender
+    /// segmented it): receivers need not verify it again.
+    pub checksum_good: bool,
+}
+
+impl<'a> Frame<'a> {
+    /// A plain frame, nothing known about its checksum.
+    pub fn plain(bytes: &'a [u8]) -> Self {
+        Self {
+            bytes,
+            lso_mss: None,
+            checksum_good: false,
+        }
+    }
+}
+
 /// The receiving side of a port (a NIC's receive path).
 pub trait PortSink: Send + Sync {
     /// Takes one frame for the guest; returns false if it was dropped (and counted by
     /// the sink).
-    fn deliver(&self, frame: &[u8]) -> bool;
+    fn deliver(&self, frame: &Frame<'_>) -> bool;
     /// Publishes what `deliver` queued and signals the guest if needed.
     fn flush(&self);
 }
@@ -95,8 +118,8 @@ impl Switch {
     }
 
     /// Forwards one frame that arrived on port `from`.
-    pub fn forward(&self, from: PortId, frame: &[u8], batch: &mut DeliveryBatch) {
-        let Some(dst) = frame.get(..6) else {
+    pub fn forward(&self, from: PortId, frame: &Frame<'_>, batch: &mut DeliveryBatch) {
+        let Some(dst) = frame.bytes.get(..6) else {
             self.stats.runts.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -134,8 +157,8 @@ mod tests {
         flushes: AtomicU64,
     }
     impl PortSink for Sink {
-        fn deliver(&self, frame: &[u8]) -> bool {
-            self.frames.lock().unwrap().push(frame.to_vec());
+        fn deliver(&self, frame: &Frame<'_>) -> bool {
+            self.frames.lock().unwrap().push(frame.bytes.to_vec());
             true
         }
         fn flush(&self) {
@@ -159,11 +182,11 @@ mod tests {
             .map(|(i, s)| sw.add_port([0, 0x15, 0x5d, 0, 0, i as u8], s.clone()))
             .collect();
         let mut batch = DeliveryBatch::default();
-        sw.forward(ids[0], &frame([0, 0x15, 0x5d, 0, 0, 1]), &mut batch);
-        sw.forward(ids[0], &frame([0, 0x15, 0x5d, 0, 0, 1]), &mut batch);
-        sw.forward(ids[0], &frame([0xff; 6]), &mut batch);
-        sw.forward(ids[0], &frame([0, 0x15, 0x5d, 0, 0, 7]), &mut batch);
-        sw.forward(ids[0], &[1, 2, 3], &mut batch);
+        sw.forward(ids[0], &Frame::plain(&frame([0, 0x15, 0x5d, 0, 0, 1])), &mut batch);
+        sw.forward(ids[0], &Frame::plain(&frame([0, 0x15, 0x5d, 0, 0, 1])), &mut batch);
+        sw.forward(ids[0], &Frame::plain(&frame([0xff; 6])), &mut batch);
+        sw.forward(ids[0], &Frame::plain(&frame([0, 0x15, 0x5d, 0, 0, 7])), &mut batch);
+        sw.forward(ids[0], &Frame::plain(&[1, 2, 3]), &mut batch);
         batch.flush();
         assert_eq!(sinks[0].frames.lock().unwrap().len(), 0);
         assert_eq!(sinks[1].frames.lock().unwrap().len(), 3);
@@ -172,7 +195,7 @@ mod tests {
         assert_eq!(sw.stats().unknown_unicast.load(Ordering::Relaxed), 1);
         assert_eq!(sw.stats().runts.load(Ordering::Relaxed), 1);
         sw.remove_port(ids[1]);
-        sw.forward(ids[0], &frame([0, 0x15, 0x5d, 0, 0, 1]), &mut batch);
+        sw.forward(ids[0], &Frame::plain(&frame([0, 0x15, 0x5d, 0, 0, 1])), &mut batch);
         assert_eq!(sinks[1].frames.lock().unwrap().len(), 3);
     }
 }

@@ -64,6 +64,8 @@ pub struct RndisPacket<'a> {
 /// range`, message ≥ 44; `data_offset < msg_len − 8`, `data_len ≤ msg_len − 8 −
 /// data_offset`; if there are PPIs (`ppi_offset ≠ 0` and `ppi_len ≠ 0`): `36 ≤ ppi_offset
 /// ≤ msg_len − 8`, `12 ≤ ppi_len ≤ msg_len − 8 − ppi_offset`, and every entry valid.
+/// In addition (hvnet): the frame is not empty and does not overlap the 36-byte body
+/// (`data_offset ≥ 36`, `data_len ≥ 1`), so every accepted packet can be re-emitted.
 pub fn parse_packet(range: &[u8]) -> Result<RndisPacket<'_>, RndisError> {
     let (msg_type, message) = header::split_message(range)?;
     if msg_type != header::PACKET {
@@ -89,7 +91,7 @@ pub(crate) fn parse_packet_message(message: &[u8]) -> Result<RndisPacket<'_>, Rn
     let (data_offset, data_len) = (body.data_offset.get(), body.data_len.get());
     let frame = (data_offset as usize)
         .checked_add(data_len as usize)
-        .filter(|_| (data_offset as usize) < avail)
+        .filter(|_| data_offset >= PPI_OFFSET && data_len > 0)
         .and_then(|end| body_bytes.get(data_offset as usize..end))
         .ok_or(RndisError::DataOutOfBounds {
             offset: data_offset,
@@ -137,7 +139,8 @@ impl PacketLayout {
 }
 
 /// The layout of a PACKET with `info`'s PPIs and a `frame_len`-byte frame, its `msg_len`
-/// rounded up to a multiple of `pad_to` (the batch alignment; 0 or 1 = no pad).
+/// rounded up to a multiple of `pad_to` (the batch alignment; 0 or 1 = no pad). An empty
+/// frame can be written but is refused by [`parse_packet`].
 pub fn packet_layout(
     info: &PacketInfo,
     frame_len: usize,
@@ -428,6 +431,19 @@ mod tests {
         assert!(matches!(
             parse_packet(&m),
             Err(RndisError::DataOutOfBounds { .. })
+        ));
+        // Frame overlapping the body, empty frame.
+        let mut m = RX;
+        m[8] = 35;
+        assert!(matches!(
+            parse_packet(&m),
+            Err(RndisError::DataOutOfBounds { offset: 35, .. })
+        ));
+        let mut m = RX;
+        m[12] = 0;
+        assert!(matches!(
+            parse_packet(&m),
+            Err(RndisError::DataOutOfBounds { len: 0, .. })
         ));
         // data_offset + data_len overflowing u32.
         let mut m = RX;
