@@ -299,8 +299,9 @@ fn run_lab(args: &LabArgs, lab: &mut Lab) -> Result<i32> {
                 got as f64 * 8.0 / secs / 1e9
             ));
             if signals::stop_requested() {
-                // The transfer notices through its own timeouts; the lab bails after.
+                bail!("interrupted");
             }
+            lab.check_children()
         })?;
         tcps.push((family, r));
         if signals::stop_requested() {

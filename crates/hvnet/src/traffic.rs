@@ -127,14 +127,14 @@ pub struct TcpResult {
 
 /// Moves `bytes` over one TCP connection from namespace `src_ns` to `dst` (listening
 /// inside `dst_ns`), calling `progress` with the bytes received so far about every
-/// half second.
+/// half second; `progress` returning an error abandons the transfer.
 pub fn tcp_bulk(
     src_ns: &str,
     dst_ns: &str,
     dst: IpAddr,
     port: u16,
     bytes: u64,
-    mut progress: impl FnMut(u64),
+    mut progress: impl FnMut(u64) -> Result<()>,
 ) -> Result<TcpResult> {
     let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -182,9 +182,17 @@ pub fn tcp_bulk(
         s.shutdown(std::net::Shutdown::Write)?;
         Ok(())
     });
+    let mut last = (Instant::now(), 0);
     while !done.load(Ordering::Relaxed) && !client.is_finished() {
         std::thread::sleep(Duration::from_millis(500));
-        progress(received.load(Ordering::Relaxed));
+        let got = received.load(Ordering::Relaxed);
+        // Abandoned transfers leave their threads blocked; the process is about to end.
+        progress(got)?;
+        if got != last.1 {
+            last = (Instant::now(), got);
+        } else if last.0.elapsed() > Duration::from_secs(15) {
+            bail!("TCP transfer made no progress for 15 s ({got} of {bytes} bytes)");
+        }
     }
     // On a client failure the server thread is left behind (it may sit in accept).
     client
@@ -193,7 +201,7 @@ pub fn tcp_bulk(
     let end = server
         .join()
         .map_err(|_| anyhow::anyhow!("TCP server thread panicked"))??;
-    progress(received.load(Ordering::Relaxed));
+    progress(received.load(Ordering::Relaxed))?;
     let got = received.load(Ordering::Relaxed);
     if got != bytes {
         bail!("TCP transfer delivered {got} of {bytes} bytes");

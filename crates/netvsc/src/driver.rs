@@ -27,7 +27,7 @@ use nvsp::wire as nw;
 use crate::buffers::SlotPool;
 use crate::offload::{Features, TxAction};
 use crate::stats::GuestStats;
-use crate::tap::{Tap, VNET_HDR_F_DATA_VALID, VNET_HDR_LEN, VnetHdr};
+use crate::tap::{Tap, VNET_HDR_LEN, VnetHdr};
 use netpkt::coalesce::{CoalesceConfig, CoalescedFrame, Coalescer, TcpChecksumMode};
 use rndis::PacketInfo;
 use crate::{GuestError, rndis_io};
@@ -162,8 +162,9 @@ pub struct Driver {
     /// and the pieces so far; the bytes are in `rsc_buf`.
     rsc: Option<(PacketInfo, u32)>,
     rsc_buf: Vec<u8>,
-    /// Receive completions not yet written (ring full): (transaction id, status).
-    rx_completions: Vec<(u64, u32)>,
+    /// Receive completions not yet written (ring full): (transaction id, status,
+    /// sections the packet held).
+    rx_completions: Vec<(u64, u32, u32)>,
     sections_held: u64,
 }
 
@@ -403,8 +404,10 @@ impl Driver {
             match ty {
                 PacketType::COMP => self.on_completion(id, pkt.payload),
                 PacketType::DATA_USING_XFER_PAGES => {
+                    let held = self.sections_held;
                     let status = self.on_transfer_pages(pkt.header, pkt.payload);
-                    self.rx_completions.push((id, status));
+                    let ranges = (self.sections_held - held) as u32;
+                    self.rx_completions.push((id, status, ranges));
                 }
                 PacketType::DATA_INBAND => self.on_inband(pkt.payload),
                 _ => {
@@ -608,58 +611,52 @@ impl Driver {
 
     /// Hands a whole frame to GRO or the kernel.
     fn deliver(&mut self, frame: &mut [u8], info: &PacketInfo) {
-        let vnet = crate::offload::rx_vnet(&self.features, info, frame);
+        let valid = crate::offload::rx_validated(&self.features, info, frame);
         let Some(tap) = &self.tap else {
             self.stats.rx_tap_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
         let stats = &self.stats;
         let mut out = |cf: CoalescedFrame<'_>| {
-            let hdr = if cf.segments > 1 {
-                crate::offload::gso_vnet(cf.frame, cf.mss)
-            } else {
-                None
-            }
-            .unwrap_or(VnetHdr {
-                flags: VNET_HDR_F_DATA_VALID,
-                ..Default::default()
-            });
-            write_tap(tap, stats, &hdr, cf.frame);
+            let mss = (cf.segments > 1).then_some(cf.mss);
+            write_validated(tap, stats, cf.frame, mss);
         };
-        if vnet.flags & VNET_HDR_F_DATA_VALID != 0 && self.features.gro.load(Ordering::Relaxed) {
+        if valid && self.features.gro.load(Ordering::Relaxed) {
             self.gro.push(frame, &mut out);
         } else {
             self.gro.flush(&mut out);
-            write_tap(tap, stats, &vnet, frame);
+            if valid {
+                write_validated(tap, stats, frame, None);
+            } else {
+                write_tap(tap, stats, &VnetHdr::default(), frame, None);
+            }
         }
     }
 
     /// Hands a reassembled RSC frame to the kernel as one GSO packet.
     fn deliver_coalesced(&mut self, frame: &mut [u8], info: &PacketInfo) {
-        let vnet = crate::offload::rx_vnet(&self.features, info, frame);
+        let valid = crate::offload::rx_validated(&self.features, info, frame);
+        self.flush_gro();
         let Some(tap) = &self.tap else {
             self.stats.rx_tap_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let stats = &self.stats;
-        self.gro.flush(&mut |cf: CoalescedFrame<'_>| {
-            let hdr = crate::offload::gso_vnet(cf.frame, cf.mss).filter(|_| cf.segments > 1);
-            write_tap(tap, stats, &hdr.unwrap_or(VnetHdr { flags: VNET_HDR_F_DATA_VALID, ..Default::default() }), cf.frame);
-        });
+        self.stats.rx_rsc_packets.fetch_add(1, Ordering::Relaxed);
+        if !valid {
+            write_tap(tap, &self.stats, &VnetHdr::default(), frame, None);
+            return;
+        }
+        // The segment size the sender's path would have used: MTU less the headers.
         let mss = netpkt::frame::parse_frame(frame).ok().and_then(|i| {
             let l4 = i.l4_offset?;
-            let netpkt::frame::L4::Tcp { header_len, .. } = i.l4 else { return None };
+            let netpkt::frame::L4::Tcp { header_len, .. } = i.l4 else {
+                return None;
+            };
             let headers = l4 - i.l3_offset + usize::from(header_len);
             (self.mtu as usize).checked_sub(headers).map(|m| m as u16)
         });
-        let hdr = match (vnet.flags & VNET_HDR_F_DATA_VALID != 0, mss) {
-            (true, Some(mss)) if frame.len() > self.mtu as usize + 14 => {
-                crate::offload::gso_vnet(frame, mss).unwrap_or(vnet)
-            }
-            _ => vnet,
-        };
-        self.stats.rx_rsc_packets.fetch_add(1, Ordering::Relaxed);
-        write_tap(tap, stats, &hdr, frame);
+        let mss = mss.filter(|_| frame.len() > self.mtu as usize + 14);
+        write_validated(tap, &self.stats, frame, mss);
     }
 
     /// Ends a poll: frames GRO holds go to the kernel.
@@ -667,15 +664,16 @@ impl Driver {
         let Some(tap) = &self.tap else { return };
         let stats = &self.stats;
         self.gro.flush(&mut |cf: CoalescedFrame<'_>| {
-            let hdr = crate::offload::gso_vnet(cf.frame, cf.mss).filter(|_| cf.segments > 1);
-            write_tap(tap, stats, &hdr.unwrap_or(VnetHdr { flags: VNET_HDR_F_DATA_VALID, ..Default::default() }), cf.frame);
+            let mss = (cf.segments > 1).then_some(cf.mss);
+            write_validated(tap, stats, cf.frame, mss);
         });
     }
 
     /// Writes the receive completions collected so far; keeps those that do not fit.
     pub(crate) fn flush_rx_completions(&mut self) -> Result<(), GuestError> {
         let mut written = 0;
-        for &(id, status) in &self.rx_completions {
+        let mut released = 0u64;
+        for &(id, status, ranges) in &self.rx_completions {
             let mut buf = [0u8; nw::RECEIVE_COMPLETION_SIZE];
             NvspMessage::SendRndisPacketComplete(nw::SendRndisPacketComplete {
                 status: U32::new(status),
@@ -689,7 +687,10 @@ impl Driver {
                 payload: &[&buf],
             };
             match self.writer.write(&pkt) {
-                Ok(()) => written += 1,
+                Ok(()) => {
+                    written += 1;
+                    released += u64::from(ranges);
+                }
                 Err(WriteError::Full { .. }) => {
                     self.stats.rx_comp_busy.fetch_add(1, Ordering::Relaxed);
                     break;
@@ -698,7 +699,7 @@ impl Driver {
             }
         }
         self.rx_completions.drain(..written);
-        self.sections_held = self.sections_held.saturating_sub(written as u64);
+        self.sections_held = self.sections_held.saturating_sub(released);
         Ok(())
     }
 
@@ -1056,10 +1057,29 @@ impl Driver {
     }
 }
 
-/// Writes one frame with its virtio-net header to the TAP, counting it.
-fn write_tap(tap: &Tap, stats: &GuestStats, vnet: &VnetHdr, frame: &[u8]) {
+/// Writes a frame whose checksum the host validated, as a partial checksum the kernel
+/// trusts (and, with `mss`, as one GSO packet).
+fn write_validated(tap: &Tap, stats: &GuestStats, frame: &[u8], mss: Option<u16>) {
+    match crate::offload::validated_vnet(frame, mss) {
+        Some((hdr, field, seed)) => write_tap(tap, stats, &hdr, frame, Some((field, seed))),
+        None => write_tap(tap, stats, &VnetHdr::default(), frame, None),
+    }
+}
+
+/// Writes one frame with its virtio-net header to the TAP, counting it; `patch`
+/// replaces two bytes (the checksum field) on the way without touching the frame.
+fn write_tap(tap: &Tap, stats: &GuestStats, vnet: &VnetHdr, frame: &[u8], patch: Option<(usize, [u8; 2])>) {
     let hdr = vnet.encode();
-    match tap.write(&[IoSlice::new(&hdr), IoSlice::new(frame)]) {
+    let written = match patch.filter(|(at, _)| at + 2 <= frame.len()) {
+        Some((at, bytes)) => tap.write(&[
+            IoSlice::new(&hdr),
+            IoSlice::new(&frame[..at]),
+            IoSlice::new(&bytes),
+            IoSlice::new(&frame[at + 2..]),
+        ]),
+        None => tap.write(&[IoSlice::new(&hdr), IoSlice::new(frame)]),
+    };
+    match written {
         Ok(true) => {
             stats.rx_packets.fetch_add(1, Ordering::Relaxed);
             stats.rx_bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);

@@ -9,7 +9,7 @@ use netpkt::frame::{L3, L4, parse_frame};
 use rndis::offload::GuestOffloads;
 use rndis::ppi::{LsoV2Info, PacketInfo, RxChecksumInfo, TxChecksumInfo};
 
-use crate::tap::{VNET_HDR_F_DATA_VALID, VNET_HDR_F_NEEDS_CSUM, VnetHdr, gso};
+use crate::tap::{VNET_HDR_F_NEEDS_CSUM, VnetHdr, gso};
 
 /// `TUNSETOFFLOAD` flags.
 pub mod tun {
@@ -159,44 +159,59 @@ pub fn prepare_tx(features: &Features, vnet: &VnetHdr, frame: &mut [u8]) -> Resu
     Ok(TxAction::Plain)
 }
 
-/// The virtio-net header for a received frame, from the host's RX checksum info; fixes
-/// a stale IPv4 header checksum the host validated (bits 5 + 8, §8.4).
-pub fn rx_vnet(features: &Features, info: &PacketInfo, frame: &mut [u8]) -> VnetHdr {
-    let mut hdr = VnetHdr::default();
+/// Whether the host validated a received frame's L4 checksum (§8.4, with RX checksum
+/// offload on); fixes a stale IPv4 header checksum the host validated (bits 5 + 8).
+pub fn rx_validated(features: &Features, info: &PacketInfo, frame: &mut [u8]) -> bool {
     let Some(c) = info.checksum.map(RxChecksumInfo) else {
-        return hdr;
+        return false;
     };
     if !features.rx_csum.load(Ordering::Relaxed) {
-        return hdr;
+        return false;
     }
     if c.has(RxChecksumInfo::IP_OK | RxChecksumInfo::IP_VALUE_INVALID) {
         let _ = checksum::fill_ipv4_header_checksum(frame);
     }
-    if c.l4_verified() {
-        hdr.flags = VNET_HDR_F_DATA_VALID;
-    }
-    hdr
+    c.l4_verified()
 }
 
-/// The virtio-net header that hands a merged TCP super-frame to the kernel as one GSO
-/// packet of `mss`-sized segments, checksum already validated.
-pub fn gso_vnet(frame: &[u8], mss: u16) -> Option<VnetHdr> {
+/// How to hand a validated frame to the kernel: as a partial checksum (virtio
+/// NEEDS_CSUM, the kernel's CHECKSUM_PARTIAL, which its stack trusts on receive and
+/// completes if it forwards), and for a merged super-frame as a GSO packet of `mss`
+/// segments. The L4 checksum field must then hold the pseudo-header sum: the returned
+/// offset and bytes patch it when the frame is written (the bytes may be stale).
+pub fn validated_vnet(frame: &[u8], mss: Option<u16>) -> Option<(VnetHdr, usize, [u8; 2])> {
     let info = parse_frame(frame).ok()?;
-    let L4::Tcp { header_len, .. } = info.l4 else {
+    if info.l3.is_fragment() {
         return None;
-    };
+    }
     let l4 = info.l4_offset?;
-    let gso_type = match info.l3 {
-        L3::Ipv4 { .. } => gso::TCPV4,
-        L3::Ipv6 { .. } => gso::TCPV6,
+    let l4_len = info.ip_end.checked_sub(l4)?;
+    let (proto, field, header_len) = match info.l4 {
+        L4::Tcp { header_len, .. } => (6u8, 16usize, usize::from(header_len)),
+        L4::Udp { .. } if mss.is_none() => (17, 6, 8),
+        _ => return None,
+    };
+    let (seed, gso_type) = match info.l3 {
+        L3::Ipv4 { src, dst, .. } => (
+            checksum::pseudo_header_v4(src, dst, proto, l4_len as u16),
+            gso::TCPV4,
+        ),
+        L3::Ipv6 { src, dst, .. } => (
+            checksum::pseudo_header_v6(src, dst, proto, l4_len as u32),
+            gso::TCPV6,
+        ),
         L3::Other => return None,
     };
-    Some(VnetHdr {
-        flags: VNET_HDR_F_DATA_VALID,
-        gso_type,
-        hdr_len: (l4 + usize::from(header_len)) as u16,
-        gso_size: mss,
+    let mut hdr = VnetHdr {
+        flags: VNET_HDR_F_NEEDS_CSUM,
         csum_start: l4 as u16,
-        csum_offset: 16,
-    })
+        csum_offset: field as u16,
+        ..Default::default()
+    };
+    if let Some(mss) = mss {
+        hdr.gso_type = gso_type;
+        hdr.gso_size = mss;
+        hdr.hdr_len = (l4 + header_len) as u16;
+    }
+    Some((hdr, l4 + field, checksum::fold(seed).to_be_bytes()))
 }
