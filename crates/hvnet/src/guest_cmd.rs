@@ -73,28 +73,44 @@ pub fn run(args: GuestArgs) -> Result<i32> {
         let info = guest.info().clone();
         let stats = guest.stats().clone();
         let link = guest.link_state();
+        let control = guest.control();
         let ifname = args.ifname.clone();
-        ctl::serve(
-            &ctl_path,
-            Arc::new(
-                move |req: &Value| match req.get("cmd").and_then(Value::as_str) {
-                    Some("status") => json!({
-                        "ifname": ifname,
-                        "link_up": link.up.load(std::sync::atomic::Ordering::Relaxed),
-                        "mac": format_mac(info.mac),
-                        "info": info,
-                    }),
-                    Some("stats") => {
-                        let mut m = serde_json::Map::new();
-                        for (k, v) in stats.snapshot() {
-                            m.insert(k.into(), v.into());
-                        }
-                        Value::Object(m)
-                    }
-                    other => json!({"error": format!("unknown command {other:?}")}),
-                },
-            ),
-        )?;
+        let handler = move |req: &Value| match req.get("cmd").and_then(Value::as_str) {
+            Some("status") => json!({
+                "ifname": ifname,
+                "link_up": link.up.load(std::sync::atomic::Ordering::Relaxed),
+                "mac": format_mac(info.mac),
+                "info": info,
+            }),
+            Some("stats") => {
+                let mut m = serde_json::Map::new();
+                for (k, v) in stats.snapshot() {
+                    m.insert(k.into(), v.into());
+                }
+                Value::Object(m)
+            }
+            Some("info") => json!({
+                "driver": "hv_netvsc",
+                "version": env!("CARGO_PKG_VERSION"),
+                "firmware": "N/A",
+                "bus_info": info.instance_id,
+                "nvsp_version": nvsp_version_name(info.nvsp_version),
+                "ndis_version": format!("{}.{}", info.ndis_version.0, info.ndis_version.1),
+                "vmbus_version": format!("{}.{}", info.vmbus_version >> 16, info.vmbus_version & 0xffff),
+                "host_profile": host_profile_of(info.vmbus_version),
+                "ifname": ifname,
+            }),
+            Some("features") => {
+                let mut m = serde_json::Map::new();
+                for (name, st) in control.features() {
+                    m.insert(name.into(), json!({"on": st.on, "fixed": st.fixed}));
+                }
+                json!({"ifname": ifname, "features": m})
+            }
+            Some("set_features") => set_features(&control, req),
+            other => json!({"error": format!("unknown command {other:?}")}),
+        };
+        ctl::serve(&ctl_path, Arc::new(handler))?;
     }
     let info = guest.info();
     eprintln!(
@@ -132,4 +148,44 @@ pub fn run(args: GuestArgs) -> Result<i32> {
             anyhow::bail!("data path failed: {e}")
         }
     }
+}
+
+/// The Windows release whose VMBus version the host negotiated (the profile it runs).
+fn host_profile_of(vmbus_version: u32) -> &'static str {
+    match vmbus_version {
+        0x0003_0000 => "ws2012r2",
+        0x0004_0000 | 0x0004_0001 => "ws2016",
+        0x0005_0000..=0x0005_0002 => "ws2019",
+        v if v >= 0x0005_0003 => "azure",
+        _ => "unknown",
+    }
+}
+
+/// "6.1", "5", … for an NVSP version.
+fn nvsp_version_name(v: u32) -> String {
+    nvsp::version::name(v).map_or_else(|| format!("{v:#x}"), str::to_owned)
+}
+
+/// Applies `{"set": {"lro": false, ...}}`; every change or the first error.
+fn set_features(control: &netvsc::GuestControl, req: &Value) -> Value {
+    let Some(set) = req.get("set").and_then(Value::as_object) else {
+        return json!({"error": "set_features needs \"set\": {feature: bool}"});
+    };
+    let mut changed = serde_json::Map::new();
+    for (name, on) in set {
+        let Some(on) = on.as_bool() else {
+            return json!({"error": format!("feature {name}: expected true or false")});
+        };
+        let Some((f, _)) = netvsc::Feature::ALL.iter().find(|(_, n)| n == name) else {
+            return json!({"error": format!("unknown feature {name}")});
+        };
+        match control.set_feature(*f, on) {
+            Ok(true) => {
+                changed.insert(name.clone(), on.into());
+            }
+            Ok(false) => {}
+            Err(e) => return json!({"error": e.to_string(), "changed": changed}),
+        }
+    }
+    json!({"changed": changed})
 }

@@ -141,6 +141,14 @@ impl Tap {
         Ok(tap)
     }
 
+    /// A second handle on the same TAP (e.g. for a control thread's ioctls).
+    pub fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(Self {
+            fd: rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)?,
+            name: self.name.clone(),
+        })
+    }
+
     /// The interface name.
     pub fn name(&self) -> &str {
         &self.name

@@ -598,7 +598,10 @@ impl ChannelContext {
             }
             self.reader.mask_interrupts();
             let mut drained = 0;
-            while drained < BUDGET {
+            // Backpressure (§14: bounded work per guest): while completions wait for room
+            // in the guest's inbound ring, the guest's ring is not read.
+            let budget = if self.backlogged() { 0 } else { BUDGET };
+            while drained < budget {
                 match self.reader.read(&mut buf) {
                     Ok(Some(pkt)) => {
                         let (ty, flags, id) = (pkt.packet_type, pkt.flags, pkt.transaction_id);
@@ -645,15 +648,20 @@ impl ChannelContext {
             batch.flush();
             self.flush_backlog();
             self.queue.flush();
-            if drained == BUDGET {
+            // Still backlogged: sleep until the guest frees the space `flush_backlog`
+            // asked for (its reader signals the pending send size), new data or not.
+            let backlogged = self.backlogged();
+            if drained == BUDGET && !backlogged {
                 continue;
             }
-            match self.reader.unmask_interrupts() {
-                Ok(false) => {}
-                Ok(true) => continue,
-                Err(_) => {
-                    self.park();
-                    return;
+            if !backlogged {
+                match self.reader.unmask_interrupts() {
+                    Ok(false) => {}
+                    Ok(true) => continue,
+                    Err(_) => {
+                        self.park();
+                        return;
+                    }
                 }
             }
             let ready = wait_any(
@@ -671,6 +679,11 @@ impl ChannelContext {
                 self.wake.consume();
             }
         }
+    }
+
+    /// Whether completions wait for room in the guest's inbound ring.
+    fn backlogged(&self) -> bool {
+        !self.queue.out.lock().unwrap().backlog.is_empty()
     }
 
     /// A broken channel waits for its close without touching the ring again.

@@ -108,7 +108,9 @@ pub(crate) fn process_stream(
 ) -> Result<(), ProtocolError> {
     let mut count = 0;
     let mut at = 0;
-    while stream.len() - at >= header::HEADER_SIZE {
+    // A send carries at least one message, and after the last only zero padding: an
+    // empty stream or trailing bytes too short for a header fail in `split_message`.
+    loop {
         let bytes = &mut stream[at..];
         count += 1;
         if count > rndis::control::HOST_MAX_PKT_PER_MSG as usize {

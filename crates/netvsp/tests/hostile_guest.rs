@@ -1,0 +1,1367 @@
+//! A hostile guest against the real host (PROTOCOL.md §14, "host, on guest input").
+//!
+//! Each test starts a real [`netvsp::Host`] (its VMBus server on a real Unix socket, its
+//! NIC, its channel threads) and talks to it as a guest that breaks the rules: it connects
+//! with the real `vmbus::client::Client`, opens the NIC's channel over real rings in a
+//! memfd, and then writes hand-made packets into the guest-to-host ring. What the host
+//! answers is read back from the host-to-guest ring; its counters come from `Nic::stats()`.
+//!
+//! The rule under test: every bad input gets a typed answer (a FAIL completion) or is
+//! dropped and counted; nothing panics, nothing hangs, nothing grows without bound; a
+//! corrupt ring stops only that channel. Every test ends by checking that the host still
+//! works for a well-behaved guest. Every wait is bounded, so a hang is a failure.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use netvsp::nic::Nic;
+use netvsp::{Host, HostConfig, HostProfile, VmSpec};
+use nvsp::NvspMessage;
+use nvsp::wire as nw;
+use rndis::header;
+use vmbus::channel::GuestRings;
+use vmbus::client::{Client, OpenedChannel};
+use vmbus::guid::NETVSC_CLASS;
+use vmbus::memory::{GuestMemory, GuestRegion, PAGE_SIZE};
+use vmbus::packet::{self, COMPLETION_REQUESTED, GpaRangeSpec, PacketType};
+use vmbus::ring::{OutgoingPacket, WriteError};
+use zerocopy::little_endian::{U16, U32, U64};
+
+/// How long any one answer from the host may take.
+const REPLY: Duration = Duration::from_secs(5);
+/// Pages per ring, control page included: a 128 KiB data area.
+const RING_PAGES: u32 = 33;
+/// Receive buffer: 256 KiB = 151 sections of 1728 bytes.
+const RECV_BYTES: usize = 256 * 1024;
+/// Send buffer: 16 sections of 6144 bytes.
+const SEND_SECTIONS: usize = 16;
+const SECTION: usize = nw::SEND_SECTION_SIZE as usize;
+const MAC: [u8; 6] = [0x00, 0x15, 0x5d, 0x42, 0x00, 0x01];
+
+// ---------------------------------------------------------------------------------------
+// The host under test
+// ---------------------------------------------------------------------------------------
+
+/// A running host with one VM.
+struct Lab {
+    host: Host,
+    path: PathBuf,
+}
+
+impl Lab {
+    fn start(profile: HostProfile) -> Lab {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "hvnet-hostile-guest-{}-{}.vmbus",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let host = Host::start(HostConfig {
+            vms: vec![VmSpec {
+                name: "vm".into(),
+                socket: path.clone(),
+                mac: MAC,
+            }],
+            profile,
+            tracer: None,
+        })
+        .expect("start the host");
+        Lab { host, path }
+    }
+
+    fn nic(&self) -> &Arc<Nic> {
+        self.host.nic("vm").expect("the VM's NIC")
+    }
+
+    fn guest(&self) -> HostileGuest {
+        HostileGuest::connect(&self.path)
+    }
+
+    fn errors(&self) -> u64 {
+        self.nic().stats().protocol_errors.load(Ordering::Relaxed)
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        self.nic()
+            .stats()
+            .snapshot()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("no counter {name}"))
+            .1
+    }
+
+    /// Waits (bounded) until `f` holds.
+    fn wait_until(&self, what: &str, f: impl Fn(&Lab) -> bool) {
+        let deadline = Instant::now() + REPLY;
+        while !f(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; host counters: {:?}",
+                self.nic().stats().snapshot()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A fresh, well-behaved guest brings the NIC all the way up and sends a frame.
+    fn assert_a_new_guest_works(&self) {
+        let mut g = self.guest();
+        g.bring_up(nvsp::version::V6_1);
+        assert!(self.nic().guest_ready(), "NIC not ready after bring-up");
+        g.assert_healthy(self);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The hostile guest
+// ---------------------------------------------------------------------------------------
+
+/// A packet the host wrote, copied out of the ring.
+#[derive(Clone, Debug)]
+struct Pkt {
+    ty: u16,
+    tid: u64,
+    header: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+/// A guest that writes whatever it likes into the guest-to-host ring.
+struct HostileGuest {
+    // Declared first so they are dropped before the channel that owns their memory.
+    rings: GuestRings,
+    channel: OpenedChannel,
+    client: Client,
+    memory: Arc<GuestMemory>,
+    relid: u32,
+    next_tid: u64,
+    next_req: u32,
+    inbound: Vec<u8>,
+    stash: VecDeque<Pkt>,
+    recv: Option<(GuestRegion, u32)>,
+    send: Option<(GuestRegion, u32)>,
+    /// Where GPA-direct RNDIS messages are built.
+    scratch: GuestRegion,
+}
+
+impl HostileGuest {
+    fn connect(path: &Path) -> HostileGuest {
+        let memory = Arc::new(GuestMemory::new(8 << 20).expect("guest memory"));
+        let mut client = Client::connect(path, memory.clone(), None).expect("VMBus connect");
+        let offers = client.request_offers().expect("offers");
+        let relid = offers
+            .iter()
+            .find(|o| o.class_id == NETVSC_CLASS && o.sub_channel_index == 0)
+            .expect("the host offers a NIC")
+            .relid;
+        let channel = client.open_channel(relid, RING_PAGES).expect("open channel");
+        let rings = GuestRings::new(&channel).expect("ring views");
+        let scratch = memory.alloc(64 * 1024).expect("scratch");
+        HostileGuest {
+            rings,
+            channel,
+            client,
+            memory,
+            relid,
+            next_tid: 1,
+            next_req: 1,
+            inbound: vec![0; 128 * 1024],
+            stash: VecDeque::new(),
+            recv: None,
+            send: None,
+            scratch,
+        }
+    }
+
+    fn memory_pages(&self) -> u64 {
+        (self.memory.size() / PAGE_SIZE) as u64
+    }
+
+    /// Publishes what was written and signals the host if the ring rules say so.
+    fn commit(&mut self) {
+        if self.rings.writer.commit().expect("outbound ring") {
+            self.channel.guest_to_host.signal();
+        }
+    }
+
+    /// Writes one packet; returns the ring's refusal instead of panicking.
+    fn try_write(
+        &mut self,
+        ty: u16,
+        flags: u16,
+        tid: u64,
+        header: &[u8],
+        payload: &[u8],
+    ) -> Result<(), WriteError> {
+        let pkt = OutgoingPacket {
+            packet_type: ty,
+            flags,
+            transaction_id: tid,
+            header,
+            payload: &[payload],
+        };
+        self.rings.writer.write(&pkt)
+    }
+
+    /// Writes and publishes one packet asking for a completion; returns its id.
+    fn send(&mut self, ty: u16, header: &[u8], payload: &[u8]) -> u64 {
+        let tid = self.next_tid;
+        self.next_tid += 1;
+        self.send_with(ty, COMPLETION_REQUESTED, tid, header, payload);
+        tid
+    }
+
+    fn send_with(&mut self, ty: u16, flags: u16, tid: u64, header: &[u8], payload: &[u8]) {
+        self.try_write(ty, flags, tid, header, payload)
+            .expect("write to the outbound ring");
+        self.commit();
+    }
+
+    /// Reads the next packet from the host, waiting up to `timeout`.
+    fn recv(&mut self, timeout: Duration) -> Option<Pkt> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.rings.reader.read(&mut self.inbound) {
+                Ok(Some(p)) => {
+                    let pkt = Pkt {
+                        ty: p.packet_type,
+                        tid: p.transaction_id,
+                        header: p.header.to_vec(),
+                        payload: p.payload.to_vec(),
+                    };
+                    if self.rings.reader.commit().expect("inbound ring") {
+                        self.channel.guest_to_host.signal();
+                    }
+                    return Some(pkt);
+                }
+                Ok(None) => {}
+                Err(e) => panic!("the host wrote a bad packet: {e}"),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.channel
+                .host_to_guest
+                .wait(Some(left.min(Duration::from_millis(20))));
+        }
+    }
+
+    /// The first packet matching `want` (earlier non-matching packets are kept).
+    fn wait_for(&mut self, timeout: Duration, want: impl Fn(&Pkt) -> bool) -> Option<Pkt> {
+        if let Some(i) = self.stash.iter().position(&want) {
+            return self.stash.remove(i);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let p = self.recv(left)?;
+            if want(&p) {
+                return Some(p);
+            }
+            self.stash.push_back(p);
+        }
+    }
+
+    /// The status of the NVSP completion of `tid`, if one arrives in time.
+    fn status(&mut self, tid: u64) -> Option<u32> {
+        let p = self.wait_for(REPLY, |p| p.ty == PacketType::COMP && p.tid == tid)?;
+        Some(nvsp_status(&p.payload))
+    }
+
+    fn expect_status(&mut self, tid: u64, what: &str) -> u32 {
+        self.status(tid)
+            .unwrap_or_else(|| panic!("no completion for {what} within {REPLY:?}"))
+    }
+
+    fn expect_fail(&mut self, tid: u64, what: &str) {
+        let s = self.expect_status(tid, what);
+        assert_eq!(s, nvsp::status::FAIL, "{what}: completion status");
+    }
+
+    /// The completion of `tid` if it already arrived (call after [`HostileGuest::sync`]).
+    fn arrived(&mut self, tid: u64) -> Option<Pkt> {
+        let i = self
+            .stash
+            .iter()
+            .position(|p| p.ty == PacketType::COMP && p.tid == tid)?;
+        self.stash.remove(i)
+    }
+
+    /// A barrier: the host handles a guest's packets in order, so once the answer to an
+    /// INIT with a made-up version arrives, everything sent before it has been handled.
+    /// Also proves the channel is alive.
+    fn sync(&mut self) {
+        let tid = self.nvsp(&NvspMessage::Init(nw::Init::exact(0xDEAD_0001)));
+        let s = self.expect_status(tid, "INIT(0xDEAD0001) used as a barrier");
+        assert_ne!(s, nvsp::status::SUCCESS, "host accepted NVSP version 0xDEAD0001");
+    }
+
+    fn nvsp_bytes(msg: &NvspMessage<'_>) -> Vec<u8> {
+        let mut buf = [0u8; nw::V6_1_MESSAGE_SIZE];
+        let n = msg
+            .emit_padded(&mut buf, nw::V6_1_MESSAGE_SIZE)
+            .expect("emit NVSP");
+        buf[..n].to_vec()
+    }
+
+    /// Sends an in-band NVSP message asking for a completion.
+    fn nvsp(&mut self, msg: &NvspMessage<'_>) -> u64 {
+        self.send(PacketType::DATA_INBAND, &[], &Self::nvsp_bytes(msg))
+    }
+
+    fn init(&mut self, version: u32) -> u32 {
+        let tid = self.nvsp(&NvspMessage::Init(nw::Init::exact(version)));
+        self.expect_status(tid, "INIT")
+    }
+
+    fn ndis_config_and_version(&mut self, nvsp_version: u32) {
+        self.nvsp(&NvspMessage::SendNdisConfig(nw::SendNdisConfig {
+            mtu: U32::new(1514),
+            reserved: U32::ZERO,
+            capability: U64::new(nvsp::capability::linux_capabilities(nvsp_version)),
+        }));
+        self.nvsp(&NvspMessage::SendNdisVersion(nw::SendNdisVersion::for_nvsp(
+            nvsp_version,
+        )));
+    }
+
+    fn gpadl(&mut self, bytes: usize) -> (GuestRegion, u32) {
+        let region = self.memory.alloc(bytes).expect("buffer memory");
+        let gpadl = self
+            .client
+            .create_gpadl(self.relid, &region)
+            .expect("buffer GPADL");
+        (region, gpadl)
+    }
+
+    fn recv_buffer_request(&mut self, gpadl: u32, id: u16) -> u64 {
+        self.nvsp(&NvspMessage::SendReceiveBuffer(nw::SendBuffer {
+            gpadl: U32::new(gpadl),
+            id: U16::new(id),
+        }))
+    }
+
+    fn send_buffer_request(&mut self, gpadl: u32, id: u16) -> u64 {
+        self.nvsp(&NvspMessage::SendSendBuffer(nw::SendBuffer {
+            gpadl: U32::new(gpadl),
+            id: U16::new(id),
+        }))
+    }
+
+    /// NVSP INIT, NDIS config and version, receive and send buffers, all checked.
+    fn bring_up_nvsp(&mut self, version: u32) {
+        assert_eq!(self.init(version), nvsp::status::SUCCESS, "INIT {version:#x}");
+        self.ndis_config_and_version(version);
+        let (region, gpadl) = self.gpadl(RECV_BYTES);
+        let tid = self.recv_buffer_request(gpadl, nw::RECEIVE_BUFFER_ID);
+        let p = self
+            .wait_for(REPLY, |p| p.ty == PacketType::COMP && p.tid == tid)
+            .expect("SEND_RECV_BUF_COMPLETE");
+        match NvspMessage::parse_completion(&p.payload) {
+            Ok(NvspMessage::SendReceiveBufferComplete(c)) => {
+                assert_eq!(c.status.get(), nvsp::status::SUCCESS);
+                assert_eq!(c.num_sections.get(), 1);
+                assert_eq!(c.section.offset.get(), 0);
+                let (size, count) = (c.section.sub_alloc_size.get(), c.section.num_sub_allocs.get());
+                assert_eq!(size, 1728);
+                assert!(size as usize * count as usize <= RECV_BYTES);
+                assert!(count > netvsp::rx_buffer::RESERVED_SECTIONS);
+            }
+            other => panic!("SEND_RECV_BUF answered with {other:?}"),
+        }
+        self.recv = Some((region, gpadl));
+        let (region, gpadl) = self.gpadl(SEND_SECTIONS * SECTION);
+        let tid = self.send_buffer_request(gpadl, nw::SEND_BUFFER_ID);
+        let p = self
+            .wait_for(REPLY, |p| p.ty == PacketType::COMP && p.tid == tid)
+            .expect("SEND_SEND_BUF_COMPLETE");
+        match NvspMessage::parse_completion(&p.payload) {
+            Ok(NvspMessage::SendSendBufferComplete(c)) => {
+                assert_eq!(c.status.get(), nvsp::status::SUCCESS);
+                assert_eq!(c.section_size.get(), nw::SEND_SECTION_SIZE);
+            }
+            other => panic!("SEND_SEND_BUF answered with {other:?}"),
+        }
+        self.send = Some((region, gpadl));
+    }
+
+    /// The whole bring-up: NVSP, RNDIS INITIALIZE, packet filter.
+    fn bring_up(&mut self, version: u32) {
+        self.bring_up_nvsp(version);
+        self.rndis_initialize();
+        self.set_filter();
+    }
+
+    fn req(&mut self) -> u32 {
+        self.next_req += 1;
+        self.next_req
+    }
+
+    fn rndis_initialize(&mut self) {
+        let req = self.req();
+        let msg = rndis_msg(header::INITIALIZE, &initialize_body(req));
+        let tid = self.rndis_gpa(&msg);
+        assert_eq!(
+            self.expect_status(tid, "RNDIS INITIALIZE send"),
+            nvsp::status::SUCCESS
+        );
+        let reply = self.next_rndis().expect("INIT_C");
+        assert_eq!(u32_at(&reply, 0), header::INITIALIZE_COMPLETE, "INIT_C type");
+        assert_eq!(u32_at(&reply, 8), req, "INIT_C req_id");
+        assert_eq!(u32_at(&reply, 12), rndis::status::SUCCESS, "INIT_C status");
+    }
+
+    fn set_filter(&mut self) {
+        let req = self.req();
+        let msg = info_request(
+            header::SET,
+            req,
+            rndis::oid::GEN_CURRENT_PACKET_FILTER,
+            &rndis::oid::packet_filter::LINUX_OPEN.to_le_bytes(),
+        );
+        let tid = self.rndis_gpa(&msg);
+        assert_eq!(self.expect_status(tid, "SET send"), nvsp::status::SUCCESS);
+        let reply = self.next_rndis().expect("SET_C");
+        assert_eq!(u32_at(&reply, 0), header::SET_COMPLETE);
+        assert_eq!(u32_at(&reply, 8), req);
+        assert_eq!(u32_at(&reply, 12), rndis::status::SUCCESS);
+    }
+
+    /// The next RNDIS message the host posted through the receive buffer; the
+    /// transfer-page packet is completed unless `complete` is false. Returns (tid, bytes).
+    fn next_rndis_raw(&mut self, complete: bool) -> Option<(u64, Vec<u8>)> {
+        let p = self.wait_for(REPLY, |p| p.ty == PacketType::DATA_USING_XFER_PAGES)?;
+        let (pageset, ranges) = packet::parse_transfer_pages(&p.header).expect("host xfer header");
+        assert_eq!(pageset, nw::RECEIVE_BUFFER_ID, "host used pageset {pageset:#x}");
+        assert_eq!(ranges.len(), 1, "one RNDIS message per range");
+        let (count, offset) = (ranges[0].byte_count, ranges[0].byte_offset);
+        let (region, _) = self.recv.as_ref().expect("a receive buffer");
+        assert!(offset as usize + count as usize <= region.len());
+        let mut msg = vec![0u8; count as usize];
+        region.read(offset as usize, &mut msg);
+        if complete {
+            self.complete_rx(p.tid);
+        }
+        Some((p.tid, msg))
+    }
+
+    fn next_rndis(&mut self) -> Option<Vec<u8>> {
+        self.next_rndis_raw(true).map(|(_, m)| m)
+    }
+
+    /// Completes a transfer-page packet (NVSP 108, SUCCESS, 8 bytes as Linux sends it).
+    fn complete_rx(&mut self, tid: u64) {
+        let mut buf = [0u8; nw::RECEIVE_COMPLETION_SIZE];
+        NvspMessage::SendRndisPacketComplete(nw::SendRndisPacketComplete {
+            status: U32::new(nvsp::status::SUCCESS),
+        })
+        .emit(&mut buf)
+        .unwrap();
+        self.send_with(PacketType::COMP, 0, tid, &[], &buf);
+    }
+
+    fn rndis_pkt(channel_type: u32, section_index: u32, section_size: u32) -> Vec<u8> {
+        Self::nvsp_bytes(&NvspMessage::SendRndisPacket(nw::SendRndisPacket {
+            channel_type: U32::new(channel_type),
+            section_index: U32::new(section_index),
+            section_size: U32::new(section_size),
+        }))
+    }
+
+    /// Sends `msg` as one GPA-direct range over consecutive scratch pages.
+    fn rndis_gpa(&mut self, msg: &[u8]) -> u64 {
+        self.rndis_gpa_at(0, msg)
+    }
+
+    fn rndis_gpa_at(&mut self, offset: usize, msg: &[u8]) -> u64 {
+        self.scratch.write(offset, msg);
+        let gpa = self.scratch.gpa() + offset as u64;
+        let first = gpa / PAGE_SIZE as u64;
+        let byte_offset = (gpa % PAGE_SIZE as u64) as u32;
+        let pages = packet::gpa_range_pfn_count(byte_offset, msg.len() as u32);
+        let pfns: Vec<u64> = (first..first + pages).collect();
+        let mut header = vec![0u8; 8 + 8 + 8 * pfns.len()];
+        let n = packet::write_gpa_direct_header(
+            &mut header,
+            &[GpaRangeSpec {
+                byte_count: msg.len() as u32,
+                byte_offset,
+                pfns: &pfns,
+            }],
+            packet::MAX_GPA_RANGES,
+        )
+        .expect("GPA header");
+        self.rndis_gpa_header(&header[..n])
+    }
+
+    /// Sends a GPA-direct NVSP 107 (control) with a hand-made type header.
+    fn rndis_gpa_header(&mut self, header: &[u8]) -> u64 {
+        let nvsp = Self::rndis_pkt(nw::CHANNEL_TYPE_CONTROL, nw::NO_SECTION, 0);
+        self.send(PacketType::DATA_USING_GPA_DIRECT, header, &nvsp)
+    }
+
+    /// Writes `data` into send section `index` (if it exists) and sends an NVSP 107 that
+    /// names it with `size` bytes used.
+    fn rndis_section(&mut self, index: u32, size: u32, data: &[u8]) -> u64 {
+        if let Some((region, _)) = &self.send
+            && (index as usize) < SEND_SECTIONS
+        {
+            region.write(index as usize * SECTION, data);
+        }
+        let nvsp = Self::rndis_pkt(nw::CHANNEL_TYPE_DATA, index, size);
+        self.send(PacketType::DATA_INBAND, &[], &nvsp)
+    }
+
+    /// A frame in a send section: SUCCESS and counted by the host.
+    fn send_frame(&mut self, lab: &Lab, section: u32) {
+        let before = lab.stat("tx_packets");
+        let msg = packet_msg(&frame());
+        let tid = self.rndis_section(section, msg.len() as u32, &msg);
+        assert_eq!(
+            self.expect_status(tid, "a well-formed frame"),
+            nvsp::status::SUCCESS
+        );
+        assert_eq!(lab.stat("tx_packets"), before + 1, "frame not counted");
+    }
+
+    /// The host still answers NVSP, RNDIS control (a MAC query) and data.
+    fn assert_healthy(&mut self, lab: &Lab) {
+        self.sync();
+        let req = self.req();
+        let msg = info_request(
+            header::QUERY,
+            req,
+            rndis::oid::OID_802_3_PERMANENT_ADDRESS,
+            &[0; 6],
+        );
+        let tid = self.rndis_gpa(&msg);
+        assert_eq!(self.expect_status(tid, "QUERY send"), nvsp::status::SUCCESS);
+        let reply = self.next_rndis().expect("QUERY_C");
+        assert_eq!(u32_at(&reply, 0), header::QUERY_COMPLETE);
+        assert_eq!(u32_at(&reply, 8), req);
+        assert_eq!(u32_at(&reply, 12), rndis::status::SUCCESS);
+        assert_eq!(&reply[24..30], &MAC, "QUERY_C MAC");
+        self.send_frame(lab, 3);
+    }
+
+    /// Pokes a u32 into the ring memory (offset from the start of the ring GPADL).
+    fn poke(&self, offset: usize, value: u32) {
+        self.channel.region.write(offset, &value.to_le_bytes());
+    }
+
+    fn peek(&self, offset: usize) -> u32 {
+        let mut b = [0u8; 4];
+        self.channel.region.read(offset, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    /// Byte offset of the outbound ring's data area in the ring GPADL.
+    const OUT_DATA: usize = PAGE_SIZE;
+
+    fn out_data_size(&self) -> u32 {
+        self.rings.writer.data_size() as u32
+    }
+
+    /// Byte offset of the inbound ring's control page in the ring GPADL.
+    fn in_control(&self) -> usize {
+        self.channel.inbound_offset_pages as usize * PAGE_SIZE
+    }
+}
+
+/// The status of an NVSP completion payload (0 if it carries none).
+fn nvsp_status(payload: &[u8]) -> u32 {
+    match NvspMessage::parse_completion(payload) {
+        Ok(NvspMessage::InitComplete(c)) => c.status.get(),
+        Ok(NvspMessage::SendReceiveBufferComplete(c)) => c.status.get(),
+        Ok(NvspMessage::SendSendBufferComplete(c)) => c.status.get(),
+        Ok(NvspMessage::SendRndisPacketComplete(c)) => c.status.get(),
+        Ok(NvspMessage::SubchannelComplete(c)) => c.status.get(),
+        _ => 0,
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn le(words: &[u32]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// An RNDIS message: header (type, msg_len = 8 + body) then the body.
+fn rndis_msg(msg_type: u32, body: &[u8]) -> Vec<u8> {
+    let mut m = le(&[msg_type, 8 + body.len() as u32]);
+    m.extend_from_slice(body);
+    m
+}
+
+fn initialize_body(req: u32) -> Vec<u8> {
+    le(&[req, 1, 0, 0x4000])
+}
+
+/// QUERY or SET with the data right after the 20-byte fixed part (offset 20).
+fn info_request(msg_type: u32, req: u32, oid: u32, data: &[u8]) -> Vec<u8> {
+    info_request_raw(msg_type, req, oid, data.len() as u32, 20, data)
+}
+
+fn info_request_raw(
+    msg_type: u32,
+    req: u32,
+    oid: u32,
+    info_len: u32,
+    info_offset: u32,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut body = le(&[req, oid, info_len, info_offset, 0]);
+    body.extend_from_slice(data);
+    rndis_msg(msg_type, &body)
+}
+
+fn keepalive(req: u32) -> Vec<u8> {
+    rndis_msg(header::KEEPALIVE, &le(&[req]))
+}
+
+/// A 60-byte frame to a MAC no port owns (the switch drops it after the NIC counted it).
+fn frame() -> Vec<u8> {
+    let mut f = vec![0u8; 60];
+    f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+    f[6..12].copy_from_slice(&MAC);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    f
+}
+
+/// A PACKET with the frame right after the body and no PPIs.
+fn packet_msg(frame: &[u8]) -> Vec<u8> {
+    packet_raw(36, frame.len() as u32, 0, 0, &[], frame)
+}
+
+/// A PACKET with chosen offsets, then `ppis` and `frame` after the 36-byte body.
+fn packet_raw(
+    data_offset: u32,
+    data_len: u32,
+    ppi_offset: u32,
+    ppi_len: u32,
+    ppis: &[u8],
+    frame: &[u8],
+) -> Vec<u8> {
+    let mut body = le(&[
+        data_offset,
+        data_len,
+        0,
+        0,
+        0,
+        ppi_offset,
+        ppi_len,
+        0,
+        0,
+    ]);
+    body.extend_from_slice(ppis);
+    body.extend_from_slice(frame);
+    rndis_msg(header::PACKET, &body)
+}
+
+/// A GPA-direct type header from raw ranges: (byte_count, byte_offset, pfns).
+fn gpa_header(range_cnt: u32, ranges: &[(u32, u32, &[u64])]) -> Vec<u8> {
+    let mut h = le(&[0xFFFF_FFFF, range_cnt]); // reserved: garbage is allowed
+    for (count, offset, pfns) in ranges {
+        h.extend_from_slice(&le(&[*count, *offset]));
+        for p in *pfns {
+            h.extend_from_slice(&p.to_le_bytes());
+        }
+    }
+    h
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn nvsp_and_rndis_before_init_are_refused_and_counted() {
+    let lab = Lab::start(HostProfile::Azure);
+    let mut g = lab.guest();
+    let before = lab.errors();
+    let quiet = [
+        g.recv_buffer_request(0x1234, nw::RECEIVE_BUFFER_ID),
+        g.send_buffer_request(0x1234, nw::SEND_BUFFER_ID),
+        g.nvsp(&NvspMessage::SendNdisVersion(nw::SendNdisVersion::for_nvsp(
+            nvsp::version::V6_1,
+        ))),
+        g.nvsp(&NvspMessage::SendNdisConfig(nw::SendNdisConfig {
+            mtu: U32::new(1514),
+            reserved: U32::ZERO,
+            capability: U64::ZERO,
+        })),
+        g.nvsp(&NvspMessage::RevokeReceiveBuffer(nw::RevokeBuffer {
+            id: U16::new(nw::RECEIVE_BUFFER_ID),
+        })),
+        g.nvsp(&NvspMessage::SubchannelRequest(nw::SubchannelRequest {
+            op: U32::new(nw::SUBCHANNEL_OP_ALLOCATE),
+            num_subchannels: U32::new(7),
+        })),
+    ];
+    // Sends before INIT: answered FAIL (there is no send buffer, no RNDIS device yet).
+    let msg = packet_msg(&frame());
+    let in_section = g.rndis_section(0, msg.len() as u32, &msg);
+    let initialize = g.rndis_gpa(&rndis_msg(header::INITIALIZE, &initialize_body(1)));
+    let packet = g.rndis_gpa(&packet_msg(&frame()));
+    g.sync();
+    for tid in quiet {
+        if let Some(p) = g.arrived(tid) {
+            assert_ne!(nvsp_status(&p.payload), nvsp::status::SUCCESS, "tid {tid}");
+        }
+    }
+    g.expect_fail(in_section, "107 with a section before INIT");
+    g.expect_fail(initialize, "RNDIS INITIALIZE before INIT");
+    g.expect_fail(packet, "RNDIS PACKET before INIT");
+    assert_eq!(lab.errors() - before, 9, "each refused message counted once");
+    assert_eq!(lab.stat("tx_packets"), 0);
+    assert!(!lab.nic().guest_ready());
+
+    // The same connection can still do everything right.
+    g.bring_up(nvsp::version::V6_1);
+    assert!(lab.nic().guest_ready());
+    g.assert_healthy(&lab);
+}
+
+#[test]
+fn init_with_unknown_or_too_new_versions_is_refused() {
+    let lab = Lab::start(HostProfile::Azure);
+    let mut g = lab.guest();
+    let before = lab.errors();
+    for v in [0x0007_0000, 0x0006_0002, 0xFFFF_FFFF, 0, 3, 0x0005_0001] {
+        let s = g.init(v);
+        assert_ne!(s, nvsp::status::SUCCESS, "INIT {v:#x} accepted");
+    }
+    // min_ver decides (PROTOCOL.md §4.4): a bad min with a good max is refused.
+    let tid = g.nvsp(&NvspMessage::Init(nw::Init {
+        min_ver: U32::new(0x0009_0000),
+        max_ver: U32::new(nvsp::version::V6_1),
+    }));
+    assert_ne!(g.expect_status(tid, "INIT 9.0..6.1"), nvsp::status::SUCCESS);
+    // Refused INITs leave the NIC uninitialised: what needs INIT is still refused.
+    let tid = g.recv_buffer_request(0x1234, nw::RECEIVE_BUFFER_ID);
+    g.sync();
+    if let Some(p) = g.arrived(tid) {
+        assert_ne!(nvsp_status(&p.payload), nvsp::status::SUCCESS);
+    }
+    assert_eq!(lab.errors() - before, 1);
+    g.bring_up(nvsp::version::V6_1);
+    g.assert_healthy(&lab);
+
+    // A Windows Server 2012 R2 host stops at NVSP 5: 6 and 6.1 are too new for it.
+    let old = Lab::start(HostProfile::Ws2012R2);
+    let mut g = old.guest();
+    assert_ne!(g.init(nvsp::version::V6_1), nvsp::status::SUCCESS);
+    assert_ne!(g.init(nvsp::version::V6), nvsp::status::SUCCESS);
+    g.bring_up(nvsp::version::V5);
+    assert!(old.nic().guest_ready());
+    g.assert_healthy(&old);
+}
+
+#[test]
+fn truncated_and_unexpected_nvsp_messages_are_counted_never_accepted() {
+    let lab = Lab::start(HostProfile::Azure);
+    let mut g = lab.guest();
+    assert_eq!(g.init(nvsp::version::V6_1), nvsp::status::SUCCESS);
+    let before = lab.errors();
+    let inband = PacketType::DATA_INBAND;
+    // Payloads are zero-padded to 8 bytes by the ring, so lengths are chosen to stay
+    // short of each type's layout after padding.
+    let mut bad = vec![
+        g.send(inband, &[], &[]),                         // no header at all
+        g.send(inband, &[], &le(&[nvsp::msg_type::INIT, 6])[..8]), // INIT needs 12
+        g.send(inband, &[], &le(&[nvsp::msg_type::SEND_RECV_BUF, 5])), // needs 10
+        g.send(inband, &[], &le(&[nvsp::msg_type::SEND_RNDIS_PKT, 0])), // needs 16
+        g.send(inband, &[], &le(&[nvsp::msg_type::SEND_NDIS_CONFIG, 1514, 0, 0])), // needs 20
+        g.send(inband, &[], &[101, 0, 0]),                // 3 bytes of a type
+        g.send(
+            PacketType::DATA_USING_GPA_DIRECT,
+            &gpa_header(0, &[]),
+            &le(&[nvsp::msg_type::SEND_RNDIS_PKT, 1]),
+        ),
+    ];
+    // Types a guest never sends, or does not exist.
+    for t in [
+        9999,
+        nvsp::msg_type::PD_API,
+        nvsp::msg_type::PD_POST_BATCH,
+        nvsp::msg_type::INIT_COMPLETE,
+        nvsp::msg_type::SEND_RECV_BUF_COMPLETE,
+        nvsp::msg_type::SEND_SEND_BUF_COMPLETE,
+        nvsp::msg_type::SEND_RNDIS_PKT_COMPLETE,
+        nvsp::msg_type::SEND_VF_ASSOCIATION,
+        nvsp::msg_type::SEND_INDIRECTION_TABLE,
+        nvsp::msg_type::OID_QUERY_EX_COMPLETE,
+    ] {
+        let mut m = le(&[t]);
+        m.resize(nw::V6_1_MESSAGE_SIZE, 0);
+        bad.push(g.send(inband, &[], &m));
+    }
+    // A control message in a GPA-direct packet is not control.
+    let init = HostileGuest::nvsp_bytes(&NvspMessage::Init(nw::Init::exact(nvsp::version::V6_1)));
+    bad.push(g.send(PacketType::DATA_USING_GPA_DIRECT, &gpa_header(0, &[]), &init));
+    g.sync();
+    for tid in &bad {
+        if let Some(p) = g.arrived(*tid) {
+            assert_ne!(nvsp_status(&p.payload), nvsp::status::SUCCESS, "tid {tid}");
+        }
+    }
+    assert_eq!(lab.errors() - before, bad.len() as u64);
+    g.bring_up(nvsp::version::V6_1);
+    g.assert_healthy(&lab);
+}
+
+#[test]
+fn buffer_requests_with_bad_gpadls_ids_or_repeats_fail() {
+    let lab = Lab::start(HostProfile::Azure);
+    let mut g = lab.guest();
+    assert_eq!(g.init(nvsp::version::V6_1), nvsp::status::SUCCESS);
+    let before = lab.errors();
+    let (recv, recv_gpadl) = g.gpadl(RECV_BYTES);
+    // NVSP ≥ 2: the receive buffer needs SEND_NDIS_CONFIG first (its MTU sizes sections).
+    let t = g.recv_buffer_request(recv_gpadl, nw::RECEIVE_BUFFER_ID);
+    g.expect_fail(t, "SEND_RECV_BUF before SEND_NDIS_CONFIG");
+    g.ndis_config_and_version(nvsp::version::V6_1);
+    let t = g.recv_buffer_request(0xDEAD, nw::RECEIVE_BUFFER_ID);
+    g.expect_fail(t, "SEND_RECV_BUF with an unknown GPADL");
+    let t = g.recv_buffer_request(0, nw::RECEIVE_BUFFER_ID);
+    g.expect_fail(t, "SEND_RECV_BUF with GPADL 0");
+    let t = g.recv_buffer_request(g.channel.gpadl ^ 0x8000_0000, nw::RECEIVE_BUFFER_ID);
+    g.expect_fail(t, "SEND_RECV_BUF with a mangled ring GPADL");
+    let t = g.recv_buffer_request(recv_gpadl, 0x1234);
+    g.expect_fail(t, "SEND_RECV_BUF with id 0x1234");
+    let (_tiny, tiny_gpadl) = g.gpadl(4 * PAGE_SIZE);
+    let t = g.recv_buffer_request(tiny_gpadl, nw::RECEIVE_BUFFER_ID);
+    g.expect_fail(t, "SEND_RECV_BUF of 9 sections (≤ the 16 reserved)");
+    let t = g.recv_buffer_request(recv_gpadl, nw::RECEIVE_BUFFER_ID);
+    assert_eq!(g.expect_status(t, "good SEND_RECV_BUF"), nvsp::status::SUCCESS);
+    g.recv = Some((recv, recv_gpadl));
+    let (_other, other_gpadl) = g.gpadl(RECV_BYTES);
+    let t = g.recv_buffer_request(other_gpadl, nw::RECEIVE_BUFFER_ID);
+    g.expect_fail(t, "a second SEND_RECV_BUF");
+    let t = g.recv_buffer_request(recv_gpadl, nw::RECEIVE_BUFFER_ID);
+    g.expect_fail(t, "the same SEND_RECV_BUF again");
+
+    let (send, send_gpadl) = g.gpadl(SEND_SECTIONS * SECTION);
+    let t = g.send_buffer_request(0xDEAD, nw::SEND_BUFFER_ID);
+    g.expect_fail(t, "SEND_SEND_BUF with an unknown GPADL");
+    let t = g.send_buffer_request(send_gpadl, 5);
+    g.expect_fail(t, "SEND_SEND_BUF with id 5");
+    let t = g.send_buffer_request(send_gpadl, nw::SEND_BUFFER_ID);
+    assert_eq!(g.expect_status(t, "good SEND_SEND_BUF"), nvsp::status::SUCCESS);
+    g.send = Some((send, send_gpadl));
+    let t = g.send_buffer_request(other_gpadl, nw::SEND_BUFFER_ID);
+    g.expect_fail(t, "a second SEND_SEND_BUF");
+    assert_eq!(lab.errors() - before, 11);
+
+    // The buffers that were accepted work.
+    g.rndis_initialize();
+    g.set_filter();
+    assert!(lab.nic().guest_ready());
+    assert_eq!(lab.nic().receive_sections().2, (RECV_BYTES / 1728) as u32);
+    g.assert_healthy(&lab);
+}
+
+#[test]
+fn sends_naming_bad_send_sections_fail_and_are_counted() {
+    let lab = Lab::start(HostProfile::Azure);
+    let mut g = lab.guest();
+    g.bring_up(nvsp::version::V6_1);
+    let before = lab.errors();
+    let tx_before = lab.stat("tx_packets");
+    let msg = packet_msg(&frame());
+    let len = msg.len() as u32;
+    let cases: [(u32, u32, &str); 7] = [
+        (SEND_SECTIONS as u32, len, "section index = count"),
+        (0xFFFF_FFFE, len, "section index 0xFFFFFFFE"),
+        (0, nw::SEND_SECTION_SIZE + 1, "section_size 6145"),
+        (0, 0xFFFF_FFFF, "section_size 0xFFFFFFFF"),
+        (0, 0, "section_size 0"),
+        (0, 7, "section_size 7 (no room for a header)"),
+        (1, nw::SEND_SECTION_SIZE, "a section of zeros (msg_len 0)"),
+    ];
+    for (index, size, what) in cases {
+        let data = if index == 1 { vec![0; SECTION] } else { msg.clone() };
+        let t = g.rndis_section(index, size, &data);
+        g.expect_fail(t, what);
+    }
+    // In-band 107 that names no section carries nothing.
+    let nvsp = HostileGuest::rndis_pkt(nw::CHANNEL_TYPE_DATA, nw::NO_SECTION, 0);
+    let t = g.send(PacketType::DATA_INBAND, &[], &nvsp);
+    g.expect_fail(t, "in-band 107 without a section");
+    assert_eq!(lab.errors() - before, cases.len() as u64 + 1);
+    assert_eq!(lab.stat("tx_packets"), tx_before, "nothing was forwarded");
+    // The last section works.
+    g.send_frame(&lab, SEND_SECTIONS as u32 - 1);
+    g.assert_healthy(&lab);
+}
+
+#[test]
+fn gpa_direct_ranges_are_validated() {
+    let lab = Lab::start(HostProfile::Azure);
+    let mut g = lab.guest();
+    g.bring_up(nvsp::version::V6_1);
+    let before = lab.errors();
+    let pages = g.memory_pages();
+    let scratch = g.scratch.gpa() / PAGE_SIZE as u64;
+    // A good KEEPALIVE sits at the start of the scratch page for ranges that need data.
+    g.scratch.write(0, &keepalive(77));
+    let one = [scratch];
+    let two = [scratch, scratch + 1];
+    let outside = [pages + 10];
+    let at_end = [pages - 1, pages];
+    let huge = [u64::MAX];
+    let top = [u64::MAX / PAGE_SIZE as u64, 0];
+    let twelve = [scratch; 12];
+    let max_ranges: Vec<(u32, u32, &[u64])> = (0..33).map(|_| (12u32, 0u32, &one[..])).collect();
+    let big_ranges: Vec<(u32, u32, &[u64])> = (0..32)
+        .map(|_| (12 * PAGE_SIZE as u32, 0u32, &twelve[..]))
+        .collect();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (gpa_header(1, &[(12, 0, &outside)]), "a page outside guest memory"),
+        (gpa_header(1, &[(12, 4090, &at_end)]), "a range running off the end of memory"),
+        (gpa_header(1, &[(12, 0, &huge)]), "PFN u64::MAX"),
+        (gpa_header(1, &[(12, 4090, &top)]), "a range whose address overflows u64"),
+        (gpa_header(1, &[(12, 4096, &one)]), "byte_offset 4096"),
+        (gpa_header(1, &[(12, 0xFFFF_FFFF, &one)]), "byte_offset 0xFFFFFFFF"),
+        (gpa_header(1, &[(0, 0, &one)]), "byte_count 0"),
+        (gpa_header(1, &[(200, 4000, &one)]), "one PFN where two are needed"),
+        (gpa_header(1, &[(0xFFFF_FFFF, 0, &one)]), "byte_count 4 GiB with one PFN"),
+        (gpa_header(2, &[(12, 0, &one)]), "range_cnt 2 with one range"),
+        (gpa_header(0xFFFF_FFFF, &[(12, 0, &one)]), "range_cnt 0xFFFFFFFF"),
+        (gpa_header(33, &max_ranges), "33 ranges (Linux sends at most 32)"),
+        (gpa_header(32, &big_ranges), "1.5 MiB in one send (more than 256 KiB)"),
+        (gpa_header(0, &[]), "no ranges and no section: no RNDIS message"),
+        (gpa_header(1, &[(4, 0, &one)]), "a 4-byte RNDIS stream"),
+        (Vec::new(), "no GPA-direct header at all"),
+    ];
+    for (header, what) in &cases {
+        let t = g.rndis_gpa_header(header);
+        g.expect_fail(t, what);
+    }
+    assert_eq!(lab.errors() - before, cases.len() as u64);
+    // INITIALIZE and SET of the bring-up, nothing from a bad range.
+    assert_eq!(lab.stat("rndis_control"), 2, "a bad range reached the RNDIS device");
+
+    // A message straddling a page boundary, in two pages: good.
+    let t = g.rndis_gpa_at(PAGE_SIZE - 6, &keepalive(78));
+    assert_eq!(g.expect_status(t, "KEEPALIVE over two pages"), nvsp::status::SUCCESS);
+    let reply = g.next_rndis().expect("KEEPALIVE_C");
+    assert_eq!(u32_at(&reply, 0), header::KEEPALIVE_COMPLETE);
+    assert_eq!(u32_at(&reply, 8), 78);
+    // Two ranges, one message split across them: good.
+    g.scratch.write(PAGE_SIZE + 100, &keepalive(79)[6..]);
+    g.scratch.write(0, &keepalive(79)[..6]);
+    let h = gpa_header(2, &[(6, 0, &one), (6, 100, &two[1..])]);
+    let t = g.rndis_gpa_header(&h);
+    assert_eq!(g.expect_status(t, "KEEPALIVE in two ranges"), nvsp::status::SUCCESS);
+    assert_eq!(u32_at(&g.next_rndis().expect("KEEPALIVE_C"), 8), 79);
+    g.assert_healthy(&lab);
+}
+
+#[test]
+fn malformed_rndis_messages_fail_the_send_and_never_hang() {
+    let lab = Lab::start(HostProfile::Azure);
+    let mut g = lab.guest();
+    g.bring_up(nvsp::version::V6_1);
+    let before = lab.errors();
+    let f = frame();
+    let flen = f.len() as u32;
+    // A PPI area of one entry: (size, type, ppi_offset) then 4 bytes of data.
+    let ppi = |size: u32, offset: u32| le(&[size, 0, offset, 0]);
+    let mut msg_len_0 = keepalive(1);
+    msg_len_0[4..8].copy_from_slice(&0u32.to_le_bytes());
+    let mut msg_len_7 = keepalive(1);
+    msg_len_7[4..8].copy_from_slice(&7u32.to_le_bytes());
+    let mut msg_len_long = keepalive(1);
+    msg_len_long[4..8].copy_from_slice(&100u32.to_le_bytes());
+    let mut msg_len_max = keepalive(1);
+    msg_len_max[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (msg_len_0, "msg_len 0"),
+        (msg_len_7, "msg_len 7"),
+        (msg_len_long, "msg_len 100 in a 12-byte range"),
+        (msg_len_max, "msg_len 0xFFFFFFFF"),
+        (le(&[header::KEEPALIVE])[..4].to_vec(), "a 4-byte range"),
+        (packet_raw(1000, flen, 0, 0, &[], &f), "PACKET data_offset past the end"),
+        (packet_raw(36, 1000, 0, 0, &[], &f), "PACKET data_len past the end"),
+        (packet_raw(0xFFFF_FFF0, 0x20, 0, 0, &[], &f), "PACKET data_offset + data_len overflow"),
+        (packet_raw(52, flen, 500, 16, &ppi(16, 12), &f), "PACKET ppi_offset past the end"),
+        (packet_raw(52, flen, 8, 16, &ppi(16, 12), &f), "PACKET ppi_offset 8 (< 36)"),
+        (packet_raw(52, flen, 36, 4, &ppi(16, 12), &f), "PACKET ppi_len 4 (< 12)"),
+        (packet_raw(52, flen, 36, 0xFFFF_FFF0, &ppi(16, 12), &f), "PACKET ppi_len overflow"),
+        (packet_raw(52, flen, 36, 16, &ppi(0, 12), &f), "a PPI of size 0"),
+        (packet_raw(52, flen, 36, 16, &ppi(16, 16), &f), "a PPI whose data offset = its size"),
+        (packet_raw(52, flen, 36, 16, &ppi(100, 12), &f), "a PPI larger than the PPI area"),
+        (packet_raw(52, flen, 36, 16, &ppi(8, 12), &f), "a PPI smaller than its header"),
+        (rndis_msg(header::PACKET, &le(&[36, 0, 0])), "a PACKET shorter than 44 bytes"),
+        (
+            info_request_raw(header::QUERY, 5, rndis::oid::GEN_LINK_SPEED, 4, 0, &[0; 4]),
+            "QUERY info_offset 0",
+        ),
+        (
+            info_request_raw(header::QUERY, 5, rndis::oid::GEN_LINK_SPEED, 4, 16, &[0; 4]),
+            "QUERY info_offset 16 (< 20)",
+        ),
+        (
+            info_request_raw(header::QUERY, 5, rndis::oid::GEN_LINK_SPEED, 1000, 20, &[0; 4]),
+            "QUERY data past the message",
+        ),
+        (
+            info_request_raw(header::SET, 5, rndis::oid::GEN_CURRENT_PACKET_FILTER, 0x20, 0xFFFF_FFF0, &[0; 4]),
+            "SET info_offset + info_len overflow",
+        ),
+        (
+            info_request_raw(header::SET, 5, rndis::oid::GEN_CURRENT_PACKET_FILTER, 4, 8, &[0; 4]),
+            "SET info_offset 8",
+        ),
+        (rndis_msg(header::QUERY, &le(&[5, 0x0001_0106, 0])), "QUERY of 12 body bytes (needs 20)"),
+        (rndis_msg(header::INITIALIZE, &[1, 0]), "INITIALIZE of 2 body bytes"),
+        (rndis_msg(header::KEEPALIVE, &[]), "KEEPALIVE without a request id"),
+        (rndis_msg(0x55, &le(&[1, 2, 3])), "unknown message type 0x55"),
+        (rndis_msg(0, &le(&[1])), "message type 0"),
+        (rndis_msg(header::INITIALIZE_COMPLETE, &[0; 44]), "INIT_C from a guest"),
+        (rndis_msg(header::QUERY_COMPLETE, &le(&[1, 0, 0, 0])), "QUERY_C from a guest"),
+        (rndis_msg(header::INDICATE_STATUS, &le(&[0x4001_000B, 0, 0])), "INDICATE_STATUS from a guest"),
+        (rndis_msg(header::SET_EX, &[0; 20]), "SET_EX"),
+    ];
+    for (msg, what) in &cases {
+        let t = g.rndis_gpa(msg);
+        g.expect_fail(t, what);
+    }
+    assert_eq!(lab.errors() - before, cases.len() as u64);
+    assert_eq!(lab.stat("tx_packets"), 0, "no malformed PACKET was forwarded");
+
+    // Batches in a send section: at most 8 messages (INIT_C's max_pkt_per_msg).
+    let batch = |n: u32| -> Vec<u8> { (0..n).flat_map(|i| keepalive(100 + i)).collect() };
+    let eight = batch(8);
+    let t = g.rndis_section(2, eight.len() as u32, &eight);
+    assert_eq!(g.expect_status(t, "8 KEEPALIVEs in one section"), nvsp::status::SUCCESS);
+    for i in 0..8 {
+        assert_eq!(u32_at(&g.next_rndis().expect("KEEPALIVE_C"), 8), 100 + i);
+    }
+    let nine = batch(9);
+    let t = g.rndis_section(2, nine.len() as u32, &nine);
+    g.expect_fail(t, "9 messages in one section");
+    // The first 8 were handled before the 9th was refused; their replies still come.
+    for i in 0..8 {
+        assert_eq!(u32_at(&g.next_rndis().expect("KEEPALIVE_C"), 8), 100 + i);
+    }
+    // A good message followed by garbage: the send fails, the good one was answered.
+    let mut tail = keepalive(200);
+    tail.extend_from_slice(&le(&[header::KEEPALIVE, 3]));
+    let t = g.rndis_section(2, tail.len() as u32, &tail);
+    g.expect_fail(t, "KEEPALIVE then msg_len 3");
+    assert_eq!(u32_at(&g.next_rndis().expect("KEEPALIVE_C"), 8), 200);
+    // Trailing zero padding after the last message is allowed (§4.7 batches).
+    let mut padded = keepalive(201);
+    padded.resize(64, 0);
+    let t = g.rndis_section(2, padded.len() as u32, &padded);
+    assert_eq!(g.expect_status(t, "a padded KEEPALIVE"), nvsp::status::SUCCESS);
+    assert_eq!(u32_at(&g.next_rndis().expect("KEEPALIVE_C"), 8), 201);
+    assert_eq!(lab.errors() - before, cases.len() as u64 + 2);
+    g.assert_healthy(&lab);
+}
+
+#[test]
+fn rndis_before_its_prerequisites_is_refused() {
+    let lab = Lab::start(HostProfile::Azure);
+    let mut g = lab.guest();
+    // RNDIS INITIALIZE before SEND_NDIS_VER and SEND_RECV_BUF (§4.5 host order rule).
+    assert_eq!(g.init(nvsp::version::V6_1), nvsp::status::SUCCESS);
+    let before = lab.errors();
+    let t = g.rndis_gpa(&rndis_msg(header::INITIALIZE, &initialize_body(1)));
+    g.expect_fail(t, "INITIALIZE before the receive buffer");
+    assert_eq!(lab.errors() - before, 1);
+    drop(g);
+
+    let mut g = lab.guest();
+    g.bring_up_nvsp(nvsp::version::V6_1);
+    let before = lab.errors();
+    // PACKET before RNDIS INITIALIZE, both ways a guest can send it.
+    let msg = packet_msg(&frame());
+    let t = g.rndis_section(0, msg.len() as u32, &msg);
+    g.expect_fail(t, "PACKET in a section before INITIALIZE");
+    let t = g.rndis_gpa(&msg);
+    g.expect_fail(t, "GPA-direct PACKET before INITIALIZE");
+    assert_eq!(lab.errors() - before, 2);
+    assert_eq!(lab.stat("tx_packets"), 0);
+    g.rndis_initialize();
+    g.send_frame(&lab, 0);
+    g.set_filter();
+    assert!(lab.nic().guest_ready());
+    g.assert_healthy(&lab);
+}
+
+#[test]
+fn unknown_completions_and_unused_packet_types_are_ignored() {
+    let lab = Lab::start(HostProfile::Azure);
+    let mut g = lab.guest();
+    g.bring_up(nvsp::version::V6_1);
+    let before = lab.errors();
+    let count = lab.nic().receive_sections().2;
+    // One control reply outstanding: its section is lent until we complete it.
+    let t = g.rndis_gpa(&keepalive(9));
+    assert_eq!(g.expect_status(t, "KEEPALIVE"), nvsp::status::SUCCESS);
+    let (real, reply) = g.next_rndis_raw(false).expect("KEEPALIVE_C");
+    assert_eq!(u32_at(&reply, 8), 9);
+    assert_eq!(lab.nic().receive_sections().0, 1);
+
+    let comp = |g: &mut HostileGuest, tid: u64, payload: &[u8]| {
+        g.send_with(PacketType::COMP, 0, tid, &[], payload);
+    };
+    let ok = le(&[nvsp::msg_type::SEND_RNDIS_PKT_COMPLETE, nvsp::status::SUCCESS]);
+    let tag = real & !0xFFFF_FFFF;
+    for tid in [
+        0,
+        1,
+        u64::MAX,
+        real ^ (1 << 60),
+        tag | 0xFFFF_FFFF,
+        tag | u64::from(count),
+        tag | ((real as u32 as u64 + 1) % u64::from(count)),
+    ] {
+        comp(&mut g, tid, &ok);
+    }
+    comp(&mut g, 5, &[]);
+    comp(&mut g, 6, &[0xFF; 40]);
+    g.sync();
+    assert_eq!(lab.nic().receive_sections().0, 1, "a made-up completion freed a section");
+    // The real one returns the section; completing it again changes nothing.
+    comp(&mut g, real, &ok);
+    g.sync();
+    assert_eq!(lab.nic().receive_sections().0, 0);
+    comp(&mut g, real, &ok);
+    comp(&mut g, real, &ok);
+    g.sync();
+    let (now, peak, total) = lab.nic().receive_sections();
+    assert_eq!((now, total), (0, count), "double completion");
+    assert!(peak <= count);
+    assert_eq!(lab.errors() - before, 0, "completions are not protocol errors");
+
+    // Packet types netvsc never uses: dropped, counted, never completed.
+    let unsupported = lab.stat("unsupported_packets");
+    let mut tids = Vec::new();
+    for ty in [0x0, 0x1, 0x2, 0x3, 0x4, 0x5, 0x7, 0x8, 0xA, 0xC, 0xD, 0xE, 0xFFFF] {
+        let nvsp = HostileGuest::nvsp_bytes(&NvspMessage::Init(nw::Init::exact(
+            nvsp::version::V6_1,
+        )));
+        tids.push(g.send(ty, &[0; 8], &nvsp));
+    }
+    g.sync();
+    for t in &tids {
+        assert!(g.arrived(*t).is_none(), "unused packet type {t} was answered");
+    }
+    assert_eq!(lab.stat("unsupported_packets") - unsupported, tids.len() as u64);
+    assert_eq!(lab.errors() - before, tids.len() as u64);
+
+    // A packet whose offset8 points outside it is dropped; the channel goes on.
+    let write_index = g.peek(0);
+    let init = HostileGuest::nvsp_bytes(&NvspMessage::Init(nw::Init::exact(nvsp::version::V6_1)));
+    let (tid_a, tid_b) = (0x0BAD_0FF5, 0x0BAD_0FF6);
+    g.try_write(PacketType::DATA_INBAND, COMPLETION_REQUESTED, tid_a, &[], &init)
+        .unwrap();
+    let desc = HostileGuest::OUT_DATA + write_index as usize;
+    g.channel.region.write(desc + 2, &1u16.to_le_bytes()); // offset8 1: inside the descriptor
+    g.commit();
+    let write_index = g.peek(0);
+    g.try_write(PacketType::DATA_INBAND, COMPLETION_REQUESTED, tid_b, &[], &init)
+        .unwrap();
+    let desc = HostileGuest::OUT_DATA + write_index as usize;
+    g.channel.region.write(desc + 2, &0x100u16.to_le_bytes()); // past len8
+    g.commit();
+    g.sync();
+    assert!(g.arrived(tid_a).is_none() && g.arrived(tid_b).is_none());
+    assert_eq!(lab.errors() - before, tids.len() as u64 + 2);
+    g.assert_healthy(&lab);
+}
+
+/// How a test corrupts the guest-to-host ring.
+#[derive(Clone, Copy, Debug)]
+enum Corruption {
+    /// `write_index` not a multiple of 8.
+    UnalignedWriteIndex,
+    /// `write_index` past the data area.
+    WriteIndexPastEnd,
+    /// A descriptor whose `len8` is shorter than the descriptor.
+    Len8TooShort,
+    /// A descriptor whose `len8` runs past the written bytes.
+    Len8Overrun,
+    /// A well-formed packet larger than the host's 64 KiB copy buffer.
+    Oversized,
+}
+
+#[test]
+fn a_corrupt_ring_stops_only_that_channel_and_a_new_guest_comes_up() {
+    let lab = Lab::start(HostProfile::Azure);
+    let disconnects = lab.stat("guest_disconnects");
+    let variants = [
+        Corruption::UnalignedWriteIndex,
+        Corruption::WriteIndexPastEnd,
+        Corruption::Len8TooShort,
+        Corruption::Len8Overrun,
+        Corruption::Oversized,
+    ];
+    for (i, variant) in variants.into_iter().enumerate() {
+        let mut g = lab.guest();
+        g.bring_up(nvsp::version::V6_1);
+        // Leave a control reply outstanding, to be abandoned with the channel.
+        let t = g.rndis_gpa(&keepalive(1));
+        assert_eq!(g.expect_status(t, "KEEPALIVE"), nvsp::status::SUCCESS);
+        let before = lab.errors();
+        let data_size = g.out_data_size();
+        let w = g.peek(0);
+        match variant {
+            Corruption::UnalignedWriteIndex => g.poke(0, w + 13),
+            Corruption::WriteIndexPastEnd => g.poke(0, data_size + 8),
+            Corruption::Len8TooShort | Corruption::Len8Overrun => {
+                let len8: u16 = if matches!(variant, Corruption::Len8TooShort) { 1 } else { 0xFFFF };
+                let mut desc = [0u8; 24];
+                desc[..2].copy_from_slice(&PacketType::DATA_INBAND.to_le_bytes());
+                desc[2..4].copy_from_slice(&2u16.to_le_bytes());
+                desc[4..6].copy_from_slice(&len8.to_le_bytes());
+                g.channel
+                    .region
+                    .write(HostileGuest::OUT_DATA + w as usize, &desc);
+                g.poke(0, (w + 24) % data_size);
+            }
+            Corruption::Oversized => {
+                let big = vec![0u8; 70 * 1024];
+                g.try_write(PacketType::DATA_INBAND, COMPLETION_REQUESTED, 7, &[], &big)
+                    .expect("a 70 KiB packet fits a 128 KiB ring");
+                g.rings.writer.commit().unwrap();
+            }
+        }
+        g.channel.guest_to_host.signal();
+        lab.wait_until(&format!("{variant:?} to be detected"), |l| {
+            l.errors() > before
+        });
+        assert_eq!(lab.errors() - before, 1, "{variant:?}");
+        // The channel is stopped: nothing the guest writes now is answered.
+        if !matches!(variant, Corruption::Oversized) {
+            g.poke(0, w);
+        }
+        let tid = g.nvsp(&NvspMessage::Init(nw::Init::exact(0xDEAD_0002)));
+        assert!(
+            g.wait_for(Duration::from_millis(500), |p| p.tid == tid).is_none(),
+            "{variant:?}: a stopped channel answered"
+        );
+        // The guest goes away; the host cleans up.
+        drop(g);
+        lab.wait_until("the guest's disconnect", |l| {
+            l.stat("guest_disconnects") > disconnects + i as u64
+        });
+        assert!(!lab.nic().guest_ready());
+    }
+    lab.assert_a_new_guest_works();
+}
+
+#[test]
+fn a_guest_that_corrupts_the_hosts_ring_indices_cannot_hurt_the_host() {
+    let lab = Lab::start(HostProfile::Azure);
+    let mut g = lab.guest();
+    g.bring_up(nvsp::version::V6_1);
+    // The host writes the inbound ring: make its read_index (the guest's) garbage, and
+    // the mask and pending-send fields nonsense.
+    let c = g.in_control();
+    g.poke(c + 4, 13);
+    g.poke(c + 8, 0xFFFF_FFFF);
+    g.poke(c + 12, 0xFFFF_FFFF);
+    g.poke(12, 0xFFFF_FFFF); // the outbound ring's pending_send_sz (the host reads it)
+    let before = lab.errors();
+    // Enough failing sends that their completions would fill the inbound ring twice.
+    let nvsp = HostileGuest::rndis_pkt(nw::CHANNEL_TYPE_DATA, 0xFFFF_FFFE, 100);
+    let written = g.flood(&nvsp, 5000, 1_000_000);
+    g.sync_best_effort();
+    lab.wait_until("the host to handle what it could read", |l| l.errors() > before);
+    assert!(written > 0);
+    drop(g);
+    lab.wait_until("the guest's disconnect", |l| l.stat("guest_disconnects") >= 1);
+    lab.assert_a_new_guest_works();
+}
+
+impl HostileGuest {
+    /// Writes up to `n` copies of an in-band packet with ids from `first`, without reading
+    /// anything; stops early once the ring stays full for 1.5 s. Returns how many it wrote.
+    fn flood(&mut self, payload: &[u8], n: u64, first: u64) -> u64 {
+        let mut written = 0;
+        let mut full_since: Option<Instant> = None;
+        while written < n {
+            match self.try_write(
+                PacketType::DATA_INBAND,
+                COMPLETION_REQUESTED,
+                first + written,
+                &[],
+                payload,
+            ) {
+                Ok(()) => {
+                    written += 1;
+                    full_since = None;
+                    if written.is_multiple_of(64) {
+                        self.commit();
+                    }
+                }
+                Err(WriteError::Full { .. }) => {
+                    self.commit();
+                    let since = *full_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_millis(1500) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("outbound ring: {e}"),
+            }
+        }
+        self.commit();
+        written
+    }
+
+    /// Like [`HostileGuest::sync`], but the answer may never come (the guest broke its own
+    /// inbound ring); waits a bounded time either way.
+    fn sync_best_effort(&mut self) {
+        let tid = self.nvsp(&NvspMessage::Init(nw::Init::exact(0xDEAD_0003)));
+        let _ = self.wait_for(Duration::from_millis(500), |p| p.tid == tid);
+    }
+}
+
+#[test]
+fn a_guest_that_never_reads_completions_is_throttled_not_queued_without_bound() {
+    let lab = Lab::start(HostProfile::Azure);
+    let mut g = lab.guest();
+    g.bring_up(nvsp::version::V6_1);
+    let before = lab.errors();
+    // Each of these fails (bad section index) and is answered with a FAIL completion.
+    let nvsp = HostileGuest::rndis_pkt(nw::CHANNEL_TYPE_DATA, 0xFFFF_FFFE, 100);
+    const LIMIT: u64 = 100_000;
+    let first = 1_000_000u64;
+    let written = g.flood(&nvsp, LIMIT, first);
+    assert!(
+        written < LIMIT,
+        "the host kept taking sends ({written}) while the guest read none of their \
+         completions: it must stop reading the ring, not queue completions without bound"
+    );
+    // Now read: every send gets exactly one completion, FAIL, none lost.
+    let mut seen: HashMap<u64, u32> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (seen.len() as u64) < written {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {written} completions arrived",
+            seen.len()
+        );
+        if let Some(p) = g.recv(Duration::from_millis(100)) {
+            assert_eq!(p.ty, PacketType::COMP);
+            assert!((first..first + written).contains(&p.tid), "tid {}", p.tid);
+            let dup = seen.insert(p.tid, nvsp_status(&p.payload));
+            assert!(dup.is_none(), "completion {} twice", p.tid);
+        }
+    }
+    assert!(seen.values().all(|&s| s == nvsp::status::FAIL));
+    assert_eq!(lab.errors() - before, written);
+    g.assert_healthy(&lab);
+}
