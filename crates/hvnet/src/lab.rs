@@ -60,19 +60,35 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// The VMs of the lab: name, IPv4 and IPv6 address.
-const VMS: [(&str, &str, &str); 2] = [
+pub(crate) const VMS: [(&str, &str, &str); 2] = [
     ("vm1", "198.18.0.1", "2001:2::1"),
     ("vm2", "198.18.0.2", "2001:2::2"),
 ];
 
 /// Everything the lab made, removed on drop.
-struct Lab {
+pub(crate) struct Lab {
     dir: RunDir,
     children: Vec<(String, Child)>,
     namespaces: Vec<String>,
 }
 
 impl Lab {
+    /// An empty lab: nothing made yet.
+    pub(crate) fn new(dir: &RunDir) -> Self {
+        Self {
+            dir: dir.clone(),
+            children: Vec::new(),
+            namespaces: Vec::new(),
+        }
+    }
+
+    /// Creates a namespace that the lab removes on drop.
+    pub(crate) fn add_namespace(&mut self, name: &str) -> Result<()> {
+        netns::create(name)?;
+        self.namespaces.push(name.to_owned());
+        Ok(())
+    }
+
     fn spawn(&mut self, name: &str, args: &[String]) -> Result<()> {
         let exe = std::env::current_exe().context("find the hvnet executable")?;
         let mut cmd = Command::new(exe);
@@ -91,7 +107,7 @@ impl Lab {
     }
 
     /// Fails if a child exited.
-    fn check_children(&mut self) -> Result<()> {
+    pub(crate) fn check_children(&mut self) -> Result<()> {
         for (name, child) in &mut self.children {
             if let Some(status) = child.try_wait()? {
                 bail!("{name} exited early ({status})");
@@ -128,7 +144,7 @@ impl Drop for Lab {
 }
 
 /// Shows progress: rewritten in place on a terminal, a line every 2 s otherwise.
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     use std::io::IsTerminal;
     use std::sync::Mutex;
     static LAST: Mutex<Option<Instant>> = Mutex::new(None);
@@ -164,7 +180,7 @@ fn wait_for(
     Ok(())
 }
 
-fn preflight() -> Result<()> {
+pub(crate) fn preflight() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the lab needs root (network namespaces and TAP devices): run it with sudo");
@@ -188,11 +204,7 @@ pub fn run(args: LabArgs) -> Result<i32> {
             );
         }
     }
-    let mut lab = Lab {
-        dir: args.dir.clone(),
-        children: Vec::new(),
-        namespaces: Vec::new(),
-    };
+    let mut lab = Lab::new(&args.dir);
     let result = run_lab(&args, &mut lab);
     if let Err(e) = &result
         && signals::stop_requested()
@@ -203,11 +215,10 @@ pub fn run(args: LabArgs) -> Result<i32> {
     result
 }
 
-fn run_lab(args: &LabArgs, lab: &mut Lab) -> Result<i32> {
-    let started = Instant::now();
+/// Starts the host and the guests and waits until every VM's NIC is up.
+pub(crate) fn start(args: &LabArgs, lab: &mut Lab) -> Result<()> {
     for (vm, _, _) in VMS {
-        netns::create(vm)?;
-        lab.namespaces.push(vm.to_owned());
+        lab.add_namespace(vm)?;
     }
     if let Some(t) = &args.trace {
         std::fs::create_dir_all(t).with_context(|| format!("create {}", t.display()))?;
@@ -269,7 +280,14 @@ fn run_lab(args: &LabArgs, lab: &mut Lab) -> Result<i32> {
             },
         )?;
     }
+    Ok(())
+}
+
+fn run_lab(args: &LabArgs, lab: &mut Lab) -> Result<i32> {
+    let started = Instant::now();
+    start(args, lab)?;
     let bring_up = started.elapsed();
+    let dir = args.dir.clone();
 
     // ICMP echo, both families.
     let mut echoes = Vec::new();

@@ -4,6 +4,7 @@
 //! passes real Linux traffic between them over our netvsc driver; `hvnet host` and
 //! `hvnet guest` are the processes the lab starts, and can be started by hand.
 
+mod bench;
 mod ctl;
 mod guest_cmd;
 mod host_cmd;
@@ -34,6 +35,8 @@ enum Command {
     Host(host_cmd::HostArgs),
     /// Run one VM's guest driver: its NIC appears as a TAP interface.
     Guest(guest_cmd::GuestArgs),
+    /// Benchmarks against a reference in the same run (`tcp`: veth versus the lab).
+    Bench(bench::BenchArgs),
 }
 
 /// Options every process shares: where the sockets live.
@@ -60,6 +63,7 @@ fn main() {
         Command::Lab(a) => lab::run(a),
         Command::Host(a) => host_cmd::run(a).map(|()| 0),
         Command::Guest(a) => guest_cmd::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -134,8 +134,33 @@ pub fn tcp_bulk(
     dst: IpAddr,
     port: u16,
     bytes: u64,
+    progress: impl FnMut(u64) -> Result<()>,
+) -> Result<TcpResult> {
+    tcp_transfer(src_ns, dst_ns, dst, port, Limit::Bytes(bytes), progress)
+}
+
+/// How long a transfer runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Limit {
+    /// Exactly this many bytes.
+    Bytes(u64),
+    /// As many bytes as go in this time.
+    Time(Duration),
+}
+
+/// Moves data over one TCP connection from `src_ns` to `dst` in `dst_ns` until the limit.
+pub fn tcp_transfer(
+    src_ns: &str,
+    dst_ns: &str,
+    dst: IpAddr,
+    port: u16,
+    limit: Limit,
     mut progress: impl FnMut(u64) -> Result<()>,
 ) -> Result<TcpResult> {
+    let (bytes, deadline) = match limit {
+        Limit::Bytes(b) => (b, None),
+        Limit::Time(d) => (u64::MAX, Some(d)),
+    };
     let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let listener = {
@@ -173,7 +198,8 @@ pub fn tcp_bulk(
         s.set_write_timeout(Some(Duration::from_secs(10)))?;
         let chunk: Vec<u8> = (0..1 << 20).map(|i| (i * 31 % 251) as u8).collect();
         let mut left = bytes;
-        while left > 0 {
+        let started = Instant::now();
+        while left > 0 && deadline.is_none_or(|d| started.elapsed() < d) {
             let n = left.min(chunk.len() as u64) as usize;
             s.write_all(&chunk[..n])
                 .context("TCP send stalled for 10 s")?;
@@ -203,7 +229,7 @@ pub fn tcp_bulk(
         .map_err(|_| anyhow::anyhow!("TCP server thread panicked"))??;
     progress(received.load(Ordering::Relaxed))?;
     let got = received.load(Ordering::Relaxed);
-    if got != bytes {
+    if deadline.is_none() && got != bytes {
         bail!("TCP transfer delivered {got} of {bytes} bytes");
     }
     let seconds = end.duration_since(start).as_secs_f64();

@@ -28,9 +28,9 @@ use crate::buffers::SlotPool;
 use crate::offload::{Features, TxAction};
 use crate::stats::GuestStats;
 use crate::tap::{Tap, VNET_HDR_LEN, VnetHdr};
+use crate::{GuestError, rndis_io};
 use netpkt::coalesce::{CoalesceConfig, CoalescedFrame, Coalescer, TcpChecksumMode};
 use rndis::PacketInfo;
-use crate::{GuestError, rndis_io};
 
 /// Packets handled per poll before the loop looks at the other direction.
 const BUDGET: usize = 64;
@@ -580,7 +580,10 @@ impl Driver {
     /// GRO or straight to the kernel. False if it broke the rules.
     fn receive(&mut self, frame: &mut [u8], info: PacketInfo) -> bool {
         use rndis::ppi::PktInfoId;
-        let Some(id) = info.pktinfo_id.filter(|id| id.flag & PktInfoId::SUBALLOC != 0) else {
+        let Some(id) = info
+            .pktinfo_id
+            .filter(|id| id.flag & PktInfoId::SUBALLOC != 0)
+        else {
             self.deliver(frame, &info);
             return true;
         };
@@ -860,7 +863,9 @@ impl Driver {
                     if info.lso.is_some() {
                         self.stats.tx_lso.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        self.stats.tx_checksum_offload.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .tx_checksum_offload
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                     info
                 }
@@ -1068,7 +1073,13 @@ fn write_validated(tap: &Tap, stats: &GuestStats, frame: &[u8], mss: Option<u16>
 
 /// Writes one frame with its virtio-net header to the TAP, counting it; `patch`
 /// replaces two bytes (the checksum field) on the way without touching the frame.
-fn write_tap(tap: &Tap, stats: &GuestStats, vnet: &VnetHdr, frame: &[u8], patch: Option<(usize, [u8; 2])>) {
+fn write_tap(
+    tap: &Tap,
+    stats: &GuestStats,
+    vnet: &VnetHdr,
+    frame: &[u8],
+    patch: Option<(usize, [u8; 2])>,
+) {
     let hdr = vnet.encode();
     let written = match patch.filter(|(at, _)| at + 2 <= frame.len()) {
         Some((at, bytes)) => tap.write(&[
@@ -1082,7 +1093,9 @@ fn write_tap(tap: &Tap, stats: &GuestStats, vnet: &VnetHdr, frame: &[u8], patch:
     match written {
         Ok(true) => {
             stats.rx_packets.fetch_add(1, Ordering::Relaxed);
-            stats.rx_bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+            stats
+                .rx_bytes
+                .fetch_add(frame.len() as u64, Ordering::Relaxed);
         }
         _ => {
             stats.rx_tap_dropped.fetch_add(1, Ordering::Relaxed);

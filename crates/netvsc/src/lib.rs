@@ -511,12 +511,30 @@ impl GuestControl {
         vec![
             ("rx_csum", st(on(Feature::RxCsum), false)),
             ("tx_csum", st(on(Feature::TxCsum), !tx_any)),
-            ("tx_csum_ipv4", st(on(Feature::TxCsum) && caps.tx_csum_v4, !caps.tx_csum_v4)),
-            ("tx_csum_ipv6", st(on(Feature::TxCsum) && caps.tx_csum_v6, !caps.tx_csum_v6)),
+            (
+                "tx_csum_ipv4",
+                st(on(Feature::TxCsum) && caps.tx_csum_v4, !caps.tx_csum_v4),
+            ),
+            (
+                "tx_csum_ipv6",
+                st(on(Feature::TxCsum) && caps.tx_csum_v6, !caps.tx_csum_v6),
+            ),
             ("sg", st(on(Feature::Sg), false)),
             ("tso", st(on(Feature::Tso), !tso_any)),
-            ("tso_v4", st(on(Feature::Tso) && caps.tso_v4.is_some(), caps.tso_v4.is_none())),
-            ("tso_v6", st(on(Feature::Tso) && caps.tso_v6.is_some(), caps.tso_v6.is_none())),
+            (
+                "tso_v4",
+                st(
+                    on(Feature::Tso) && caps.tso_v4.is_some(),
+                    caps.tso_v4.is_none(),
+                ),
+            ),
+            (
+                "tso_v6",
+                st(
+                    on(Feature::Tso) && caps.tso_v6.is_some(),
+                    caps.tso_v6.is_none(),
+                ),
+            ),
             ("gro", st(on(Feature::Gro), false)),
             ("lro", st(on(Feature::Lro), !caps.rsc)),
             ("rxhash", st(on(Feature::RxHash), false)),
@@ -540,7 +558,9 @@ impl GuestControl {
         }
         if fixed {
             return Err(GuestError::Fixed(match f {
-                Feature::Lro => "large-receive-offload (the host offers no receive segment coalescing: RSC needs a ws2019 or azure host and NVSP 6.1)",
+                Feature::Lro => {
+                    "large-receive-offload (the host offers no receive segment coalescing: RSC needs a ws2019 or azure host and NVSP 6.1)"
+                }
                 Feature::TxCsum => "tx-checksumming (the host offers no transmit checksum offload)",
                 _ => "tcp-segmentation-offload (the host offers no LSO)",
             }));
@@ -757,9 +777,10 @@ fn bring_up(
     let request = std::cell::RefCell::new(d);
     let query_data = |oid: u32, data: &[u8], what: &'static str| -> Result<Vec<u8>, GuestError> {
         let id = next_request.fetch_add(1, Ordering::Relaxed);
-        let reply = request
-            .borrow_mut()
-            .rndis_request(&rndis_io::query(id, oid, data), id, what)?;
+        let reply =
+            request
+                .borrow_mut()
+                .rndis_request(&rndis_io::query(id, oid, data), id, what)?;
         rndis_io::query_data(&reply, what)
     };
     let query = |oid: u32, len: usize, what: &'static str| query_data(oid, &vec![0; len], what);
@@ -812,9 +833,17 @@ fn bring_up(
     };
     let mut pbuf = [0u8; rndis::offload::OFFLOAD_PARAMETERS_SIZE];
     let n = params.emit(size, &mut pbuf)?;
-    set(rndis::oid::TCP_OFFLOAD_PARAMETERS, &pbuf[..n], "offload parameters")?;
+    set(
+        rndis::oid::TCP_OFFLOAD_PARAMETERS,
+        &pbuf[..n],
+        "offload parameters",
+    )?;
     info.offloads = offloads;
-    let media = query(rndis::oid::GEN_MEDIA_CONNECT_STATUS, 4, "media connect status")?;
+    let media = query(
+        rndis::oid::GEN_MEDIA_CONNECT_STATUS,
+        4,
+        "media connect status",
+    )?;
     let connected = rndis_io::u32_of(&media, "media status")? == rndis::oid::MEDIA_STATE_CONNECTED;
     if v >= nvsp::version::V5 {
         let speed = query(rndis::oid::GEN_LINK_SPEED, 4, "link speed")?;

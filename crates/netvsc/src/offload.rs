@@ -94,7 +94,11 @@ pub enum TxError {
 
 /// Prepares a frame read from the TAP: builds the LSO or checksum PPI the host can act
 /// on, or completes the checksum in software where the host cannot (§8.1, §8.2, §8.3).
-pub fn prepare_tx(features: &Features, vnet: &VnetHdr, frame: &mut [u8]) -> Result<TxAction, TxError> {
+pub fn prepare_tx(
+    features: &Features,
+    vnet: &VnetHdr,
+    frame: &mut [u8],
+) -> Result<TxAction, TxError> {
     let caps = &features.caps;
     let gso_type = vnet.gso_type & !gso::ECN;
     if gso_type == gso::TCPV4 || gso_type == gso::TCPV6 {
@@ -102,7 +106,9 @@ pub fn prepare_tx(features: &Features, vnet: &VnetHdr, frame: &mut [u8]) -> Resu
         let tcp_at = usize::from(vnet.csum_start);
         let info = parse_frame(frame).map_err(|e| TxError::Gso(e.to_string()))?;
         if info.l4_offset != Some(tcp_at) || !matches!(info.l4, L4::Tcp { .. }) {
-            return Err(TxError::Gso(format!("TCP header not at csum_start {tcp_at}")));
+            return Err(TxError::Gso(format!(
+                "TCP header not at csum_start {tcp_at}"
+            )));
         }
         // The LSO form the host expects (§8.3): IPv4 total length and header checksum
         // zero (IPv6 payload length zero), TCP checksum seeded with the pseudo-header
@@ -118,7 +124,11 @@ pub fn prepare_tx(features: &Features, vnet: &VnetHdr, frame: &mut [u8]) -> Resu
                 frame[l3 + 4..l3 + 6].fill(0);
                 checksum::fold(checksum::pseudo_header_v6(src, dst, 6, 0))
             }
-            _ => return Err(TxError::Gso("GSO type does not match the IP version".into())),
+            _ => {
+                return Err(TxError::Gso(
+                    "GSO type does not match the IP version".into(),
+                ));
+            }
         };
         frame[tcp_at + 16..tcp_at + 18].copy_from_slice(&seed.to_be_bytes());
         return Ok(TxAction::Offload(PacketInfo {

@@ -222,7 +222,11 @@ pub fn u32_of(data: &[u8], what: &str) -> Result<u32, GuestError> {
 
 /// Writes a PACKET header with `info`'s PPIs for a frame of `frame_len`; returns its
 /// length.
-pub fn packet_header(buf: &mut [u8; MAX_PACKET_HEADER], info: &PacketInfo, frame_len: usize) -> usize {
+pub fn packet_header(
+    buf: &mut [u8; MAX_PACKET_HEADER],
+    info: &PacketInfo,
+    frame_len: usize,
+) -> usize {
     rndis::packet::emit_packet_header(buf, info, frame_len, 1)
         .map(|l| l.header_len)
         .expect("a 128-byte buffer holds a header with every PPI the guest sends")

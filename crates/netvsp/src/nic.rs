@@ -150,7 +150,10 @@ impl Session {
             return false;
         };
         let mut sections = Vec::with_capacity(messages.len());
-        if recv.lend_group(purpose, &mut sections, messages.len()).is_none() {
+        if recv
+            .lend_group(purpose, &mut sections, messages.len())
+            .is_none()
+        {
             return false;
         }
         let mut ranges = Vec::with_capacity(messages.len());
@@ -293,7 +296,9 @@ impl PortSink for NicPort {
     fn deliver(&self, frame: &Frame<'_>) -> bool {
         let session = self.session.read().unwrap();
         let Some(s) = session.as_ref().filter(|s| s.ready.load(Ordering::Acquire)) else {
-            self.stats.rx_dropped_not_ready.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .rx_dropped_not_ready
+                .fetch_add(1, Ordering::Relaxed);
             return false;
         };
         if !rndis_dev::filter_accepts(s.filter.load(Ordering::Relaxed), frame.bytes) {
@@ -304,9 +309,13 @@ impl PortSink for NicPort {
         let count = |ok: bool, packets: u64, bytes: usize| {
             if ok {
                 self.stats.rx_packets.fetch_add(packets, Ordering::Relaxed);
-                self.stats.rx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                self.stats
+                    .rx_bytes
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
             } else {
-                self.stats.rx_dropped_no_section.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .rx_dropped_no_section
+                    .fetch_add(1, Ordering::Relaxed);
             }
             ok
         };
@@ -324,14 +333,18 @@ impl PortSink for NicPort {
         }
         // The receiver takes MTU-sized frames only: segment (§8.3).
         let Ok(plan) = netpkt::lso::LsoPlan::new_gso(frame.bytes, mss) else {
-            self.stats.rx_dropped_bad_lso.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .rx_dropped_bad_lso
+                .fetch_add(1, Ordering::Relaxed);
             return false;
         };
         let mut seg = vec![0u8; plan.max_segment_len()];
         let mut all = true;
         for i in 0..plan.segment_count() {
             let Ok(n) = plan.write_segment(i, &mut seg) else {
-                self.stats.rx_dropped_bad_lso.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .rx_dropped_bad_lso
+                    .fetch_add(1, Ordering::Relaxed);
                 return false;
             };
             let info = rndis::PacketInfo {
@@ -640,6 +653,10 @@ impl ChannelContext {
                 Ok(true) => self.queue.signal.signal(),
                 Ok(false) => {}
                 Err(e) => {
+                    self.nic
+                        .stats
+                        .protocol_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::error!(nic = %self.nic.config.name, "guest ring corrupt: {e}");
                     self.park();
                     return;
@@ -658,7 +675,12 @@ impl ChannelContext {
                 match self.reader.unmask_interrupts() {
                     Ok(false) => {}
                     Ok(true) => continue,
-                    Err(_) => {
+                    Err(e) => {
+                        self.nic
+                            .stats
+                            .protocol_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(nic = %self.nic.config.name, "guest ring corrupt, channel stopped: {e}");
                         self.park();
                         return;
                     }

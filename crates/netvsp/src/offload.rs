@@ -63,7 +63,10 @@ impl OffloadState {
         }
         // Zero-extend to the full layout; "0 = no change" covers what was not sent.
         let declared = usize::from(u16::from_le_bytes([data[2], data[3]]));
-        let n = data.len().min(OFFLOAD_PARAMETERS_SIZE).min(declared.max(20));
+        let n = data
+            .len()
+            .min(OFFLOAD_PARAMETERS_SIZE)
+            .min(declared.max(20));
         let mut full = [0u8; OFFLOAD_PARAMETERS_SIZE];
         full[..n].copy_from_slice(&data[..n]);
         let Ok(p) = zerocopy::FromBytes::read_from_bytes(&full[..]) else {
@@ -207,10 +210,26 @@ pub fn rx_checksum(flags: u32, frame: &[u8], known_good: bool) -> Option<u32> {
         _ => return None,
     };
     let (ok, failed, enabled) = match (l4, v6) {
-        (L4::Tcp { .. }, false) => (RxChecksumInfo::TCP_OK, RxChecksumInfo::TCP_FAILED, flag::RX_TCP4),
-        (L4::Tcp { .. }, true) => (RxChecksumInfo::TCP_OK, RxChecksumInfo::TCP_FAILED, flag::RX_TCP6),
-        (L4::Udp { .. }, false) => (RxChecksumInfo::UDP_OK, RxChecksumInfo::UDP_FAILED, flag::RX_UDP4),
-        (L4::Udp { .. }, true) => (RxChecksumInfo::UDP_OK, RxChecksumInfo::UDP_FAILED, flag::RX_UDP6),
+        (L4::Tcp { .. }, false) => (
+            RxChecksumInfo::TCP_OK,
+            RxChecksumInfo::TCP_FAILED,
+            flag::RX_TCP4,
+        ),
+        (L4::Tcp { .. }, true) => (
+            RxChecksumInfo::TCP_OK,
+            RxChecksumInfo::TCP_FAILED,
+            flag::RX_TCP6,
+        ),
+        (L4::Udp { .. }, false) => (
+            RxChecksumInfo::UDP_OK,
+            RxChecksumInfo::UDP_FAILED,
+            flag::RX_UDP4,
+        ),
+        (L4::Udp { .. }, true) => (
+            RxChecksumInfo::UDP_OK,
+            RxChecksumInfo::UDP_FAILED,
+            flag::RX_UDP6,
+        ),
         _ => return None,
     };
     if flags & enabled == 0 {

@@ -182,10 +182,22 @@ mod tests {
             .map(|(i, s)| sw.add_port([0, 0x15, 0x5d, 0, 0, i as u8], s.clone()))
             .collect();
         let mut batch = DeliveryBatch::default();
-        sw.forward(ids[0], &Frame::plain(&frame([0, 0x15, 0x5d, 0, 0, 1])), &mut batch);
-        sw.forward(ids[0], &Frame::plain(&frame([0, 0x15, 0x5d, 0, 0, 1])), &mut batch);
+        sw.forward(
+            ids[0],
+            &Frame::plain(&frame([0, 0x15, 0x5d, 0, 0, 1])),
+            &mut batch,
+        );
+        sw.forward(
+            ids[0],
+            &Frame::plain(&frame([0, 0x15, 0x5d, 0, 0, 1])),
+            &mut batch,
+        );
         sw.forward(ids[0], &Frame::plain(&frame([0xff; 6])), &mut batch);
-        sw.forward(ids[0], &Frame::plain(&frame([0, 0x15, 0x5d, 0, 0, 7])), &mut batch);
+        sw.forward(
+            ids[0],
+            &Frame::plain(&frame([0, 0x15, 0x5d, 0, 0, 7])),
+            &mut batch,
+        );
         sw.forward(ids[0], &Frame::plain(&[1, 2, 3]), &mut batch);
         batch.flush();
         assert_eq!(sinks[0].frames.lock().unwrap().len(), 0);
@@ -195,7 +207,11 @@ mod tests {
         assert_eq!(sw.stats().unknown_unicast.load(Ordering::Relaxed), 1);
         assert_eq!(sw.stats().runts.load(Ordering::Relaxed), 1);
         sw.remove_port(ids[1]);
-        sw.forward(ids[0], &Frame::plain(&frame([0, 0x15, 0x5d, 0, 0, 1])), &mut batch);
+        sw.forward(
+            ids[0],
+            &Frame::plain(&frame([0, 0x15, 0x5d, 0, 0, 1])),
+            &mut batch,
+        );
         assert_eq!(sinks[1].frames.lock().unwrap().len(), 3);
     }
 }

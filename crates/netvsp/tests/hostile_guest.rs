@@ -157,7 +157,9 @@ impl HostileGuest {
             .find(|o| o.class_id == NETVSC_CLASS && o.sub_channel_index == 0)
             .expect("the host offers a NIC")
             .relid;
-        let channel = client.open_channel(relid, RING_PAGES).expect("open channel");
+        let channel = client
+            .open_channel(relid, RING_PAGES)
+            .expect("open channel");
         let rings = GuestRings::new(&channel).expect("ring views");
         let scratch = memory.alloc(64 * 1024).expect("scratch");
         HostileGuest {
@@ -297,7 +299,11 @@ impl HostileGuest {
     fn sync(&mut self) {
         let tid = self.nvsp(&NvspMessage::Init(nw::Init::exact(0xDEAD_0001)));
         let s = self.expect_status(tid, "INIT(0xDEAD0001) used as a barrier");
-        assert_ne!(s, nvsp::status::SUCCESS, "host accepted NVSP version 0xDEAD0001");
+        assert_ne!(
+            s,
+            nvsp::status::SUCCESS,
+            "host accepted NVSP version 0xDEAD0001"
+        );
     }
 
     fn nvsp_bytes(msg: &NvspMessage<'_>) -> Vec<u8> {
@@ -324,9 +330,9 @@ impl HostileGuest {
             reserved: U32::ZERO,
             capability: U64::new(nvsp::capability::linux_capabilities(nvsp_version)),
         }));
-        self.nvsp(&NvspMessage::SendNdisVersion(nw::SendNdisVersion::for_nvsp(
-            nvsp_version,
-        )));
+        self.nvsp(&NvspMessage::SendNdisVersion(
+            nw::SendNdisVersion::for_nvsp(nvsp_version),
+        ));
     }
 
     fn gpadl(&mut self, bytes: usize) -> (GuestRegion, u32) {
@@ -354,7 +360,11 @@ impl HostileGuest {
 
     /// NVSP INIT, NDIS config and version, receive and send buffers, all checked.
     fn bring_up_nvsp(&mut self, version: u32) {
-        assert_eq!(self.init(version), nvsp::status::SUCCESS, "INIT {version:#x}");
+        assert_eq!(
+            self.init(version),
+            nvsp::status::SUCCESS,
+            "INIT {version:#x}"
+        );
         self.ndis_config_and_version(version);
         let (region, gpadl) = self.gpadl(RECV_BYTES);
         let tid = self.recv_buffer_request(gpadl, nw::RECEIVE_BUFFER_ID);
@@ -366,7 +376,10 @@ impl HostileGuest {
                 assert_eq!(c.status.get(), nvsp::status::SUCCESS);
                 assert_eq!(c.num_sections.get(), 1);
                 assert_eq!(c.section.offset.get(), 0);
-                let (size, count) = (c.section.sub_alloc_size.get(), c.section.num_sub_allocs.get());
+                let (size, count) = (
+                    c.section.sub_alloc_size.get(),
+                    c.section.num_sub_allocs.get(),
+                );
                 assert_eq!(size, 1728);
                 assert!(size as usize * count as usize <= RECV_BYTES);
                 assert!(count > netvsp::rx_buffer::RESERVED_SECTIONS);
@@ -410,7 +423,11 @@ impl HostileGuest {
             nvsp::status::SUCCESS
         );
         let reply = self.next_rndis().expect("INIT_C");
-        assert_eq!(u32_at(&reply, 0), header::INITIALIZE_COMPLETE, "INIT_C type");
+        assert_eq!(
+            u32_at(&reply, 0),
+            header::INITIALIZE_COMPLETE,
+            "INIT_C type"
+        );
         assert_eq!(u32_at(&reply, 8), req, "INIT_C req_id");
         assert_eq!(u32_at(&reply, 12), rndis::status::SUCCESS, "INIT_C status");
     }
@@ -436,7 +453,11 @@ impl HostileGuest {
     fn next_rndis_raw(&mut self, complete: bool) -> Option<(u64, Vec<u8>)> {
         let p = self.wait_for(REPLY, |p| p.ty == PacketType::DATA_USING_XFER_PAGES)?;
         let (pageset, ranges) = packet::parse_transfer_pages(&p.header).expect("host xfer header");
-        assert_eq!(pageset, nw::RECEIVE_BUFFER_ID, "host used pageset {pageset:#x}");
+        assert_eq!(
+            pageset,
+            nw::RECEIVE_BUFFER_ID,
+            "host used pageset {pageset:#x}"
+        );
         assert_eq!(ranges.len(), 1, "one RNDIS message per range");
         let (count, offset) = (ranges[0].byte_count, ranges[0].byte_offset);
         let (region, _) = self.recv.as_ref().expect("a receive buffer");
@@ -648,17 +669,7 @@ fn packet_raw(
     ppis: &[u8],
     frame: &[u8],
 ) -> Vec<u8> {
-    let mut body = le(&[
-        data_offset,
-        data_len,
-        0,
-        0,
-        0,
-        ppi_offset,
-        ppi_len,
-        0,
-        0,
-    ]);
+    let mut body = le(&[data_offset, data_len, 0, 0, 0, ppi_offset, ppi_len, 0, 0]);
     body.extend_from_slice(ppis);
     body.extend_from_slice(frame);
     rndis_msg(header::PACKET, &body)
@@ -688,9 +699,9 @@ fn nvsp_and_rndis_before_init_are_refused_and_counted() {
     let quiet = [
         g.recv_buffer_request(0x1234, nw::RECEIVE_BUFFER_ID),
         g.send_buffer_request(0x1234, nw::SEND_BUFFER_ID),
-        g.nvsp(&NvspMessage::SendNdisVersion(nw::SendNdisVersion::for_nvsp(
-            nvsp::version::V6_1,
-        ))),
+        g.nvsp(&NvspMessage::SendNdisVersion(
+            nw::SendNdisVersion::for_nvsp(nvsp::version::V6_1),
+        )),
         g.nvsp(&NvspMessage::SendNdisConfig(nw::SendNdisConfig {
             mtu: U32::new(1514),
             reserved: U32::ZERO,
@@ -718,7 +729,11 @@ fn nvsp_and_rndis_before_init_are_refused_and_counted() {
     g.expect_fail(in_section, "107 with a section before INIT");
     g.expect_fail(initialize, "RNDIS INITIALIZE before INIT");
     g.expect_fail(packet, "RNDIS PACKET before INIT");
-    assert_eq!(lab.errors() - before, 9, "each refused message counted once");
+    assert_eq!(
+        lab.errors() - before,
+        9,
+        "each refused message counted once"
+    );
     assert_eq!(lab.stat("tx_packets"), 0);
     assert!(!lab.nic().guest_ready());
 
@@ -773,12 +788,16 @@ fn truncated_and_unexpected_nvsp_messages_are_counted_never_accepted() {
     // Payloads are zero-padded to 8 bytes by the ring, so lengths are chosen to stay
     // short of each type's layout after padding.
     let mut bad = vec![
-        g.send(inband, &[], &[]),                         // no header at all
+        g.send(inband, &[], &[]), // no header at all
         g.send(inband, &[], &le(&[nvsp::msg_type::INIT, 6])[..8]), // INIT needs 12
         g.send(inband, &[], &le(&[nvsp::msg_type::SEND_RECV_BUF, 5])), // needs 10
         g.send(inband, &[], &le(&[nvsp::msg_type::SEND_RNDIS_PKT, 0])), // needs 16
-        g.send(inband, &[], &le(&[nvsp::msg_type::SEND_NDIS_CONFIG, 1514, 0, 0])), // needs 20
-        g.send(inband, &[], &[101, 0, 0]),                // 3 bytes of a type
+        g.send(
+            inband,
+            &[],
+            &le(&[nvsp::msg_type::SEND_NDIS_CONFIG, 1514, 0, 0]),
+        ), // needs 20
+        g.send(inband, &[], &[101, 0, 0]), // 3 bytes of a type
         g.send(
             PacketType::DATA_USING_GPA_DIRECT,
             &gpa_header(0, &[]),
@@ -804,7 +823,11 @@ fn truncated_and_unexpected_nvsp_messages_are_counted_never_accepted() {
     }
     // A control message in a GPA-direct packet is not control.
     let init = HostileGuest::nvsp_bytes(&NvspMessage::Init(nw::Init::exact(nvsp::version::V6_1)));
-    bad.push(g.send(PacketType::DATA_USING_GPA_DIRECT, &gpa_header(0, &[]), &init));
+    bad.push(g.send(
+        PacketType::DATA_USING_GPA_DIRECT,
+        &gpa_header(0, &[]),
+        &init,
+    ));
     g.sync();
     for tid in &bad {
         if let Some(p) = g.arrived(*tid) {
@@ -839,7 +862,10 @@ fn buffer_requests_with_bad_gpadls_ids_or_repeats_fail() {
     let t = g.recv_buffer_request(tiny_gpadl, nw::RECEIVE_BUFFER_ID);
     g.expect_fail(t, "SEND_RECV_BUF of 9 sections (≤ the 16 reserved)");
     let t = g.recv_buffer_request(recv_gpadl, nw::RECEIVE_BUFFER_ID);
-    assert_eq!(g.expect_status(t, "good SEND_RECV_BUF"), nvsp::status::SUCCESS);
+    assert_eq!(
+        g.expect_status(t, "good SEND_RECV_BUF"),
+        nvsp::status::SUCCESS
+    );
     g.recv = Some((recv, recv_gpadl));
     let (_other, other_gpadl) = g.gpadl(RECV_BYTES);
     let t = g.recv_buffer_request(other_gpadl, nw::RECEIVE_BUFFER_ID);
@@ -853,7 +879,10 @@ fn buffer_requests_with_bad_gpadls_ids_or_repeats_fail() {
     let t = g.send_buffer_request(send_gpadl, 5);
     g.expect_fail(t, "SEND_SEND_BUF with id 5");
     let t = g.send_buffer_request(send_gpadl, nw::SEND_BUFFER_ID);
-    assert_eq!(g.expect_status(t, "good SEND_SEND_BUF"), nvsp::status::SUCCESS);
+    assert_eq!(
+        g.expect_status(t, "good SEND_SEND_BUF"),
+        nvsp::status::SUCCESS
+    );
     g.send = Some((send, send_gpadl));
     let t = g.send_buffer_request(other_gpadl, nw::SEND_BUFFER_ID);
     g.expect_fail(t, "a second SEND_SEND_BUF");
@@ -886,7 +915,11 @@ fn sends_naming_bad_send_sections_fail_and_are_counted() {
         (1, nw::SEND_SECTION_SIZE, "a section of zeros (msg_len 0)"),
     ];
     for (index, size, what) in cases {
-        let data = if index == 1 { vec![0; SECTION] } else { msg.clone() };
+        let data = if index == 1 {
+            vec![0; SECTION]
+        } else {
+            msg.clone()
+        };
         let t = g.rndis_section(index, size, &data);
         g.expect_fail(t, what);
     }
@@ -923,20 +956,53 @@ fn gpa_direct_ranges_are_validated() {
         .map(|_| (12 * PAGE_SIZE as u32, 0u32, &twelve[..]))
         .collect();
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (gpa_header(1, &[(12, 0, &outside)]), "a page outside guest memory"),
-        (gpa_header(1, &[(12, 4090, &at_end)]), "a range running off the end of memory"),
+        (
+            gpa_header(1, &[(12, 0, &outside)]),
+            "a page outside guest memory",
+        ),
+        (
+            gpa_header(1, &[(12, 4090, &at_end)]),
+            "a range running off the end of memory",
+        ),
         (gpa_header(1, &[(12, 0, &huge)]), "PFN u64::MAX"),
-        (gpa_header(1, &[(12, 4090, &top)]), "a range whose address overflows u64"),
+        (
+            gpa_header(1, &[(12, 4090, &top)]),
+            "a range whose address overflows u64",
+        ),
         (gpa_header(1, &[(12, 4096, &one)]), "byte_offset 4096"),
-        (gpa_header(1, &[(12, 0xFFFF_FFFF, &one)]), "byte_offset 0xFFFFFFFF"),
+        (
+            gpa_header(1, &[(12, 0xFFFF_FFFF, &one)]),
+            "byte_offset 0xFFFFFFFF",
+        ),
         (gpa_header(1, &[(0, 0, &one)]), "byte_count 0"),
-        (gpa_header(1, &[(200, 4000, &one)]), "one PFN where two are needed"),
-        (gpa_header(1, &[(0xFFFF_FFFF, 0, &one)]), "byte_count 4 GiB with one PFN"),
-        (gpa_header(2, &[(12, 0, &one)]), "range_cnt 2 with one range"),
-        (gpa_header(0xFFFF_FFFF, &[(12, 0, &one)]), "range_cnt 0xFFFFFFFF"),
-        (gpa_header(33, &max_ranges), "33 ranges (Linux sends at most 32)"),
-        (gpa_header(32, &big_ranges), "1.5 MiB in one send (more than 256 KiB)"),
-        (gpa_header(0, &[]), "no ranges and no section: no RNDIS message"),
+        (
+            gpa_header(1, &[(200, 4000, &one)]),
+            "one PFN where two are needed",
+        ),
+        (
+            gpa_header(1, &[(0xFFFF_FFFF, 0, &one)]),
+            "byte_count 4 GiB with one PFN",
+        ),
+        (
+            gpa_header(2, &[(12, 0, &one)]),
+            "range_cnt 2 with one range",
+        ),
+        (
+            gpa_header(0xFFFF_FFFF, &[(12, 0, &one)]),
+            "range_cnt 0xFFFFFFFF",
+        ),
+        (
+            gpa_header(33, &max_ranges),
+            "33 ranges (Linux sends at most 32)",
+        ),
+        (
+            gpa_header(32, &big_ranges),
+            "1.5 MiB in one send (more than 256 KiB)",
+        ),
+        (
+            gpa_header(0, &[]),
+            "no ranges and no section: no RNDIS message",
+        ),
         (gpa_header(1, &[(4, 0, &one)]), "a 4-byte RNDIS stream"),
         (Vec::new(), "no GPA-direct header at all"),
     ];
@@ -946,11 +1012,18 @@ fn gpa_direct_ranges_are_validated() {
     }
     assert_eq!(lab.errors() - before, cases.len() as u64);
     // INITIALIZE and SET of the bring-up, nothing from a bad range.
-    assert_eq!(lab.stat("rndis_control"), 2, "a bad range reached the RNDIS device");
+    assert_eq!(
+        lab.stat("rndis_control"),
+        2,
+        "a bad range reached the RNDIS device"
+    );
 
     // A message straddling a page boundary, in two pages: good.
     let t = g.rndis_gpa_at(PAGE_SIZE - 6, &keepalive(78));
-    assert_eq!(g.expect_status(t, "KEEPALIVE over two pages"), nvsp::status::SUCCESS);
+    assert_eq!(
+        g.expect_status(t, "KEEPALIVE over two pages"),
+        nvsp::status::SUCCESS
+    );
     let reply = g.next_rndis().expect("KEEPALIVE_C");
     assert_eq!(u32_at(&reply, 0), header::KEEPALIVE_COMPLETE);
     assert_eq!(u32_at(&reply, 8), 78);
@@ -959,7 +1032,10 @@ fn gpa_direct_ranges_are_validated() {
     g.scratch.write(0, &keepalive(79)[..6]);
     let h = gpa_header(2, &[(6, 0, &one), (6, 100, &two[1..])]);
     let t = g.rndis_gpa_header(&h);
-    assert_eq!(g.expect_status(t, "KEEPALIVE in two ranges"), nvsp::status::SUCCESS);
+    assert_eq!(
+        g.expect_status(t, "KEEPALIVE in two ranges"),
+        nvsp::status::SUCCESS
+    );
     assert_eq!(u32_at(&g.next_rndis().expect("KEEPALIVE_C"), 8), 79);
     g.assert_healthy(&lab);
 }
@@ -988,18 +1064,54 @@ fn malformed_rndis_messages_fail_the_send_and_never_hang() {
         (msg_len_long, "msg_len 100 in a 12-byte range"),
         (msg_len_max, "msg_len 0xFFFFFFFF"),
         (le(&[header::KEEPALIVE])[..4].to_vec(), "a 4-byte range"),
-        (packet_raw(1000, flen, 0, 0, &[], &f), "PACKET data_offset past the end"),
-        (packet_raw(36, 1000, 0, 0, &[], &f), "PACKET data_len past the end"),
-        (packet_raw(0xFFFF_FFF0, 0x20, 0, 0, &[], &f), "PACKET data_offset + data_len overflow"),
-        (packet_raw(52, flen, 500, 16, &ppi(16, 12), &f), "PACKET ppi_offset past the end"),
-        (packet_raw(52, flen, 8, 16, &ppi(16, 12), &f), "PACKET ppi_offset 8 (< 36)"),
-        (packet_raw(52, flen, 36, 4, &ppi(16, 12), &f), "PACKET ppi_len 4 (< 12)"),
-        (packet_raw(52, flen, 36, 0xFFFF_FFF0, &ppi(16, 12), &f), "PACKET ppi_len overflow"),
-        (packet_raw(52, flen, 36, 16, &ppi(0, 12), &f), "a PPI of size 0"),
-        (packet_raw(52, flen, 36, 16, &ppi(16, 16), &f), "a PPI whose data offset = its size"),
-        (packet_raw(52, flen, 36, 16, &ppi(100, 12), &f), "a PPI larger than the PPI area"),
-        (packet_raw(52, flen, 36, 16, &ppi(8, 12), &f), "a PPI smaller than its header"),
-        (rndis_msg(header::PACKET, &le(&[36, 0, 0])), "a PACKET shorter than 44 bytes"),
+        (
+            packet_raw(1000, flen, 0, 0, &[], &f),
+            "PACKET data_offset past the end",
+        ),
+        (
+            packet_raw(36, 1000, 0, 0, &[], &f),
+            "PACKET data_len past the end",
+        ),
+        (
+            packet_raw(0xFFFF_FFF0, 0x20, 0, 0, &[], &f),
+            "PACKET data_offset + data_len overflow",
+        ),
+        (
+            packet_raw(52, flen, 500, 16, &ppi(16, 12), &f),
+            "PACKET ppi_offset past the end",
+        ),
+        (
+            packet_raw(52, flen, 8, 16, &ppi(16, 12), &f),
+            "PACKET ppi_offset 8 (< 36)",
+        ),
+        (
+            packet_raw(52, flen, 36, 4, &ppi(16, 12), &f),
+            "PACKET ppi_len 4 (< 12)",
+        ),
+        (
+            packet_raw(52, flen, 36, 0xFFFF_FFF0, &ppi(16, 12), &f),
+            "PACKET ppi_len overflow",
+        ),
+        (
+            packet_raw(52, flen, 36, 16, &ppi(0, 12), &f),
+            "a PPI of size 0",
+        ),
+        (
+            packet_raw(52, flen, 36, 16, &ppi(16, 16), &f),
+            "a PPI whose data offset = its size",
+        ),
+        (
+            packet_raw(52, flen, 36, 16, &ppi(100, 12), &f),
+            "a PPI larger than the PPI area",
+        ),
+        (
+            packet_raw(52, flen, 36, 16, &ppi(8, 12), &f),
+            "a PPI smaller than its header",
+        ),
+        (
+            rndis_msg(header::PACKET, &le(&[36, 0, 0])),
+            "a PACKET shorter than 44 bytes",
+        ),
         (
             info_request_raw(header::QUERY, 5, rndis::oid::GEN_LINK_SPEED, 4, 0, &[0; 4]),
             "QUERY info_offset 0",
@@ -1009,25 +1121,67 @@ fn malformed_rndis_messages_fail_the_send_and_never_hang() {
             "QUERY info_offset 16 (< 20)",
         ),
         (
-            info_request_raw(header::QUERY, 5, rndis::oid::GEN_LINK_SPEED, 1000, 20, &[0; 4]),
+            info_request_raw(
+                header::QUERY,
+                5,
+                rndis::oid::GEN_LINK_SPEED,
+                1000,
+                20,
+                &[0; 4],
+            ),
             "QUERY data past the message",
         ),
         (
-            info_request_raw(header::SET, 5, rndis::oid::GEN_CURRENT_PACKET_FILTER, 0x20, 0xFFFF_FFF0, &[0; 4]),
+            info_request_raw(
+                header::SET,
+                5,
+                rndis::oid::GEN_CURRENT_PACKET_FILTER,
+                0x20,
+                0xFFFF_FFF0,
+                &[0; 4],
+            ),
             "SET info_offset + info_len overflow",
         ),
         (
-            info_request_raw(header::SET, 5, rndis::oid::GEN_CURRENT_PACKET_FILTER, 4, 8, &[0; 4]),
+            info_request_raw(
+                header::SET,
+                5,
+                rndis::oid::GEN_CURRENT_PACKET_FILTER,
+                4,
+                8,
+                &[0; 4],
+            ),
             "SET info_offset 8",
         ),
-        (rndis_msg(header::QUERY, &le(&[5, 0x0001_0106, 0])), "QUERY of 12 body bytes (needs 20)"),
-        (rndis_msg(header::INITIALIZE, &[1, 0]), "INITIALIZE of 2 body bytes"),
-        (rndis_msg(header::KEEPALIVE, &[]), "KEEPALIVE without a request id"),
-        (rndis_msg(0x55, &le(&[1, 2, 3])), "unknown message type 0x55"),
+        (
+            rndis_msg(header::QUERY, &le(&[5, 0x0001_0106, 0])),
+            "QUERY of 12 body bytes (needs 20)",
+        ),
+        (
+            rndis_msg(header::INITIALIZE, &[1, 0]),
+            "INITIALIZE of 2 body bytes",
+        ),
+        (
+            rndis_msg(header::KEEPALIVE, &[]),
+            "KEEPALIVE without a request id",
+        ),
+        (
+            rndis_msg(0x55, &le(&[1, 2, 3])),
+            "unknown message type 0x55",
+        ),
         (rndis_msg(0, &le(&[1])), "message type 0"),
-        (rndis_msg(header::INITIALIZE_COMPLETE, &[0; 44]), "INIT_C from a guest"),
-        (rndis_msg(header::QUERY_COMPLETE, &le(&[1, 0, 0, 0])), "QUERY_C from a guest"),
-        (rndis_msg(header::INDICATE_STATUS, &le(&[0x4001_000B, 0, 0])), "INDICATE_STATUS from a guest"),
+        (
+            rndis_msg(header::INITIALIZE_COMPLETE, &[0; 44]),
+            "INIT_C from a guest",
+        ),
+        (
+            rndis_msg(header::QUERY_COMPLETE, &le(&[1, 0, 0, 0])),
+            "QUERY_C from a guest",
+        ),
+        (
+            rndis_msg(header::INDICATE_STATUS, &le(&[0x4001_000B, 0, 0])),
+            "INDICATE_STATUS from a guest",
+        ),
         (rndis_msg(header::SET_EX, &[0; 20]), "SET_EX"),
     ];
     for (msg, what) in &cases {
@@ -1035,13 +1189,20 @@ fn malformed_rndis_messages_fail_the_send_and_never_hang() {
         g.expect_fail(t, what);
     }
     assert_eq!(lab.errors() - before, cases.len() as u64);
-    assert_eq!(lab.stat("tx_packets"), 0, "no malformed PACKET was forwarded");
+    assert_eq!(
+        lab.stat("tx_packets"),
+        0,
+        "no malformed PACKET was forwarded"
+    );
 
     // Batches in a send section: at most 8 messages (INIT_C's max_pkt_per_msg).
     let batch = |n: u32| -> Vec<u8> { (0..n).flat_map(|i| keepalive(100 + i)).collect() };
     let eight = batch(8);
     let t = g.rndis_section(2, eight.len() as u32, &eight);
-    assert_eq!(g.expect_status(t, "8 KEEPALIVEs in one section"), nvsp::status::SUCCESS);
+    assert_eq!(
+        g.expect_status(t, "8 KEEPALIVEs in one section"),
+        nvsp::status::SUCCESS
+    );
     for i in 0..8 {
         assert_eq!(u32_at(&g.next_rndis().expect("KEEPALIVE_C"), 8), 100 + i);
     }
@@ -1062,7 +1223,10 @@ fn malformed_rndis_messages_fail_the_send_and_never_hang() {
     let mut padded = keepalive(201);
     padded.resize(64, 0);
     let t = g.rndis_section(2, padded.len() as u32, &padded);
-    assert_eq!(g.expect_status(t, "a padded KEEPALIVE"), nvsp::status::SUCCESS);
+    assert_eq!(
+        g.expect_status(t, "a padded KEEPALIVE"),
+        nvsp::status::SUCCESS
+    );
     assert_eq!(u32_at(&g.next_rndis().expect("KEEPALIVE_C"), 8), 201);
     assert_eq!(lab.errors() - before, cases.len() as u64 + 2);
     g.assert_healthy(&lab);
@@ -1115,7 +1279,10 @@ fn unknown_completions_and_unused_packet_types_are_ignored() {
     let comp = |g: &mut HostileGuest, tid: u64, payload: &[u8]| {
         g.send_with(PacketType::COMP, 0, tid, &[], payload);
     };
-    let ok = le(&[nvsp::msg_type::SEND_RNDIS_PKT_COMPLETE, nvsp::status::SUCCESS]);
+    let ok = le(&[
+        nvsp::msg_type::SEND_RNDIS_PKT_COMPLETE,
+        nvsp::status::SUCCESS,
+    ]);
     let tag = real & !0xFFFF_FFFF;
     for tid in [
         0,
@@ -1131,7 +1298,11 @@ fn unknown_completions_and_unused_packet_types_are_ignored() {
     comp(&mut g, 5, &[]);
     comp(&mut g, 6, &[0xFF; 40]);
     g.sync();
-    assert_eq!(lab.nic().receive_sections().0, 1, "a made-up completion freed a section");
+    assert_eq!(
+        lab.nic().receive_sections().0,
+        1,
+        "a made-up completion freed a section"
+    );
     // The real one returns the section; completing it again changes nothing.
     comp(&mut g, real, &ok);
     g.sync();
@@ -1142,36 +1313,59 @@ fn unknown_completions_and_unused_packet_types_are_ignored() {
     let (now, peak, total) = lab.nic().receive_sections();
     assert_eq!((now, total), (0, count), "double completion");
     assert!(peak <= count);
-    assert_eq!(lab.errors() - before, 0, "completions are not protocol errors");
+    assert_eq!(
+        lab.errors() - before,
+        0,
+        "completions are not protocol errors"
+    );
 
     // Packet types netvsc never uses: dropped, counted, never completed.
     let unsupported = lab.stat("unsupported_packets");
     let mut tids = Vec::new();
-    for ty in [0x0, 0x1, 0x2, 0x3, 0x4, 0x5, 0x7, 0x8, 0xA, 0xC, 0xD, 0xE, 0xFFFF] {
-        let nvsp = HostileGuest::nvsp_bytes(&NvspMessage::Init(nw::Init::exact(
-            nvsp::version::V6_1,
-        )));
+    for ty in [
+        0x0, 0x1, 0x2, 0x3, 0x4, 0x5, 0x7, 0x8, 0xA, 0xC, 0xD, 0xE, 0xFFFF,
+    ] {
+        let nvsp =
+            HostileGuest::nvsp_bytes(&NvspMessage::Init(nw::Init::exact(nvsp::version::V6_1)));
         tids.push(g.send(ty, &[0; 8], &nvsp));
     }
     g.sync();
     for t in &tids {
-        assert!(g.arrived(*t).is_none(), "unused packet type {t} was answered");
+        assert!(
+            g.arrived(*t).is_none(),
+            "unused packet type {t} was answered"
+        );
     }
-    assert_eq!(lab.stat("unsupported_packets") - unsupported, tids.len() as u64);
+    assert_eq!(
+        lab.stat("unsupported_packets") - unsupported,
+        tids.len() as u64
+    );
     assert_eq!(lab.errors() - before, tids.len() as u64);
 
     // A packet whose offset8 points outside it is dropped; the channel goes on.
     let write_index = g.peek(0);
     let init = HostileGuest::nvsp_bytes(&NvspMessage::Init(nw::Init::exact(nvsp::version::V6_1)));
     let (tid_a, tid_b) = (0x0BAD_0FF5, 0x0BAD_0FF6);
-    g.try_write(PacketType::DATA_INBAND, COMPLETION_REQUESTED, tid_a, &[], &init)
-        .unwrap();
+    g.try_write(
+        PacketType::DATA_INBAND,
+        COMPLETION_REQUESTED,
+        tid_a,
+        &[],
+        &init,
+    )
+    .unwrap();
     let desc = HostileGuest::OUT_DATA + write_index as usize;
     g.channel.region.write(desc + 2, &1u16.to_le_bytes()); // offset8 1: inside the descriptor
     g.commit();
     let write_index = g.peek(0);
-    g.try_write(PacketType::DATA_INBAND, COMPLETION_REQUESTED, tid_b, &[], &init)
-        .unwrap();
+    g.try_write(
+        PacketType::DATA_INBAND,
+        COMPLETION_REQUESTED,
+        tid_b,
+        &[],
+        &init,
+    )
+    .unwrap();
     let desc = HostileGuest::OUT_DATA + write_index as usize;
     g.channel.region.write(desc + 2, &0x100u16.to_le_bytes()); // past len8
     g.commit();
@@ -1220,7 +1414,11 @@ fn a_corrupt_ring_stops_only_that_channel_and_a_new_guest_comes_up() {
             Corruption::UnalignedWriteIndex => g.poke(0, w + 13),
             Corruption::WriteIndexPastEnd => g.poke(0, data_size + 8),
             Corruption::Len8TooShort | Corruption::Len8Overrun => {
-                let len8: u16 = if matches!(variant, Corruption::Len8TooShort) { 1 } else { 0xFFFF };
+                let len8: u16 = if matches!(variant, Corruption::Len8TooShort) {
+                    1
+                } else {
+                    0xFFFF
+                };
                 let mut desc = [0u8; 24];
                 desc[..2].copy_from_slice(&PacketType::DATA_INBAND.to_le_bytes());
                 desc[2..4].copy_from_slice(&2u16.to_le_bytes());
@@ -1248,7 +1446,8 @@ fn a_corrupt_ring_stops_only_that_channel_and_a_new_guest_comes_up() {
         }
         let tid = g.nvsp(&NvspMessage::Init(nw::Init::exact(0xDEAD_0002)));
         assert!(
-            g.wait_for(Duration::from_millis(500), |p| p.tid == tid).is_none(),
+            g.wait_for(Duration::from_millis(500), |p| p.tid == tid)
+                .is_none(),
             "{variant:?}: a stopped channel answered"
         );
         // The guest goes away; the host cleans up.
@@ -1278,10 +1477,14 @@ fn a_guest_that_corrupts_the_hosts_ring_indices_cannot_hurt_the_host() {
     let nvsp = HostileGuest::rndis_pkt(nw::CHANNEL_TYPE_DATA, 0xFFFF_FFFE, 100);
     let written = g.flood(&nvsp, 5000, 1_000_000);
     g.sync_best_effort();
-    lab.wait_until("the host to handle what it could read", |l| l.errors() > before);
+    lab.wait_until("the host to handle what it could read", |l| {
+        l.errors() > before
+    });
     assert!(written > 0);
     drop(g);
-    lab.wait_until("the guest's disconnect", |l| l.stat("guest_disconnects") >= 1);
+    lab.wait_until("the guest's disconnect", |l| {
+        l.stat("guest_disconnects") >= 1
+    });
     lab.assert_a_new_guest_works();
 }
 
