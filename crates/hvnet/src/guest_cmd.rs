@@ -105,7 +105,20 @@ pub fn run(args: GuestArgs) -> Result<i32> {
                 for (name, st) in control.features() {
                     m.insert(name.into(), json!({"on": st.on, "fixed": st.fixed}));
                 }
-                json!({"ifname": ifname, "features": m})
+                let o = control.offloads();
+                json!({
+                    "ifname": ifname,
+                    "features": m,
+                    "negotiated": {
+                        "tx_csum_tcp4": o.tx_csum_v4,
+                        "tx_csum_udp4": o.udp_csum_v4,
+                        "tx_csum_tcp6": o.tx_csum_v6,
+                        "tx_csum_udp6": o.udp_csum_v6,
+                        "tso4": o.tso_v4,
+                        "tso6": o.tso_v6,
+                        "rsc": o.rsc,
+                    },
+                })
             }
             Some("set_features") => set_features(&control, req),
             other => json!({"error": format!("unknown command {other:?}")}),

@@ -6,7 +6,7 @@
 //! inbound ring is polled until the matching completion or reply arrives, with a
 //! timeout) and then, moved to its own thread, the data path ([`Driver::run`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::IoSlice;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -143,6 +143,8 @@ pub struct Driver {
     blocked: std::collections::VecDeque<Send>,
     next_request: u64,
     done_requests: HashMap<u64, Vec<u8>>,
+    /// Ids of NVSP requests waiting for their completion: no other id is accepted.
+    outstanding: HashSet<u64>,
     replies: HashMap<u32, ReplySlot>,
     pub(crate) max_pkt_per_msg: u32,
     pub(crate) tap: Option<Tap>,
@@ -194,6 +196,7 @@ impl Driver {
             blocked: Default::default(),
             next_request: 1,
             done_requests: HashMap::new(),
+            outstanding: HashSet::new(),
             replies: HashMap::new(),
             max_pkt_per_msg: 1,
             tap: None,
@@ -254,6 +257,9 @@ impl Driver {
         self.trace_nvsp(Dir::Tx, msg, &buf[..n]);
         let id = tag::REQUEST | self.next_request;
         self.next_request += 1;
+        if completion {
+            self.outstanding.insert(id);
+        }
         let pkt = OutgoingPacket {
             packet_type: PacketType::DATA_INBAND,
             flags: if completion { COMPLETION_REQUESTED } else { 0 },
@@ -292,7 +298,9 @@ impl Driver {
         what: &'static str,
     ) -> Result<Vec<u8>, GuestError> {
         let id = self.send_nvsp(msg, true)?;
-        self.wait(what, |d| d.done_requests.remove(&id))
+        let reply = self.wait(what, |d| d.done_requests.remove(&id));
+        self.outstanding.remove(&id);
+        reply
     }
 
     /// Polls the inbound ring until `take` yields, or times out.
@@ -407,7 +415,14 @@ impl Driver {
                     let held = self.sections_held;
                     let status = self.on_transfer_pages(pkt.header, pkt.payload);
                     let ranges = (self.sections_held - held) as u32;
-                    self.rx_completions.push((id, status, ranges));
+                    if self.rx_completions.len() < self.max_pending_rx_completions() {
+                        self.rx_completions.push((id, status, ranges));
+                    } else {
+                        // More packets outstanding than the host has sections: it reads
+                        // none of our completions. Dropped, as Linux does.
+                        self.sections_held -= u64::from(ranges);
+                        self.stats.rx_comp_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 PacketType::DATA_INBAND => self.on_inband(pkt.payload),
                 _ => {
@@ -425,13 +440,23 @@ impl Driver {
         Ok(n)
     }
 
+    /// Receive completions kept while the ring is full: one per receive section (a host
+    /// cannot lend more), at least a poll's worth.
+    fn max_pending_rx_completions(&self) -> usize {
+        let sections = self
+            .recv
+            .as_ref()
+            .map_or(0, |r| r.region.len() / (r.section_size as usize).max(1));
+        sections.max(BUDGET)
+    }
+
     fn on_completion(&mut self, id: u64, payload: &[u8]) {
         let index = (id & 0xFFFF_FFFF) as u32;
         let known = match id & tag::MASK {
             tag::SECTION => self.send.as_mut().is_some_and(|(s, _)| s.release(index)),
             tag::STAGING => self.staging.release(index),
             tag::CONTROL => self.control.release(index),
-            tag::REQUEST => {
+            tag::REQUEST if self.outstanding.remove(&id) => {
                 if let Ok(m) = NvspMessage::parse_completion(payload) {
                     self.trace_nvsp(Dir::Rx, &m, payload);
                 }

@@ -500,6 +500,11 @@ impl GuestControl {
         }
     }
 
+    /// What the host offered and bring-up enabled.
+    pub fn offloads(&self) -> rndis::offload::GuestOffloads {
+        self.features.caps
+    }
+
     /// The state of every feature ethtool shows, by control-socket name (toggleable
     /// ones plus the per-family sub-features).
     pub fn features(&self) -> Vec<(&'static str, FeatureState)> {

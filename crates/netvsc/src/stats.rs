@@ -4,11 +4,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
-    ($(#[$doc:meta] $name:ident),* $(,)?) => {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
         /// The guest NIC's counters.
         #[derive(Default, Debug)]
         pub struct GuestStats {
-            $(#[$doc] pub $name: AtomicU64,)*
+            $($(#[$doc])* pub $name: AtomicU64,)*
         }
 
         impl GuestStats {
@@ -57,6 +57,8 @@ counters! {
     rx_tap_dropped,
     /// Receive completions delayed by a full ring (Linux name).
     rx_comp_busy,
+    /// Receive completions dropped: more outstanding than receive sections (a host not reading them).
+    rx_comp_dropped,
     /// Transfer-page packets received.
     rx_xfer_packets,
     /// Received messages that failed validation (the packet completes with FAIL).
