@@ -6,6 +6,7 @@
 
 mod bench;
 mod ctl;
+mod ethtool;
 mod guest_cmd;
 mod host_cmd;
 mod lab;
@@ -37,6 +38,9 @@ enum Command {
     Guest(guest_cmd::GuestArgs),
     /// Benchmarks against a reference in the same run (`tcp`: veth versus the lab).
     Bench(bench::BenchArgs),
+    /// ethtool for a running guest's NIC: `hvnet ethtool [--vm NAME] -k|-K|-i|-S eth0 ...`
+    /// (ethtool's own arguments, output and exit status; `hvnet ethtool -h` for more).
+    Ethtool(ethtool::EthtoolArgs),
 }
 
 /// Options every process shares: where the sockets live.
@@ -64,6 +68,7 @@ fn main() {
         Command::Host(a) => host_cmd::run(a).map(|()| 0),
         Command::Guest(a) => guest_cmd::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Ethtool(a) => ethtool::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

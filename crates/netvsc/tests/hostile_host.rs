@@ -127,6 +127,8 @@ enum Case {
     Oversized,
     /// After bring-up, floods transfer-page packets and never reads a completion.
     Flood,
+    /// After bring-up, bad RSC piece sequences and odd frames on the data path.
+    BadDataPath,
 }
 
 /// What the scripted host saw and did, for the test's assertions.
@@ -138,6 +140,8 @@ struct Observed {
     rx_completions: HashMap<u64, u32>,
     /// Ids of the hostile transfer-page packets sent.
     hostile: Vec<u64>,
+    /// Ids of odd but valid transfer-page packets sent (to complete with SUCCESS).
+    tolerated: Vec<u64>,
     /// Completions with made-up ids sent.
     forged: u64,
     /// Flood: packets written, and whether the guest stopped taking them.
@@ -154,10 +158,13 @@ type Shared = Arc<Mutex<Observed>>;
 // The scripted host
 // ---------------------------------------------------------------------------------------
 
+/// A running script: its relid, stop flag and thread.
+type Script = (u32, Arc<AtomicBool>, JoinHandle<()>);
+
 struct HostileNic {
     case: Case,
     obs: Shared,
-    sims: Mutex<Vec<(u32, Arc<AtomicBool>, JoinHandle<()>)>>,
+    sims: Mutex<Vec<Script>>,
 }
 
 impl Device for HostileNic {
@@ -198,6 +205,7 @@ impl Device for HostileNic {
             next_tid: 0x5000_0000,
             frozen: false,
             flood_pending: false,
+            data_path_pending: false,
             forged_control: false,
         };
         let t = std::thread::Builder::new()
@@ -240,6 +248,7 @@ struct Sim {
     /// Not reading the guest's ring (after corrupting it, or while flooding).
     frozen: bool,
     flood_pending: bool,
+    data_path_pending: bool,
     forged_control: bool,
 }
 
@@ -300,6 +309,10 @@ impl Sim {
             if self.flood_pending {
                 self.flood_pending = false;
                 self.flood();
+            }
+            if self.data_path_pending {
+                self.data_path_pending = false;
+                self.bad_data_path();
             }
             self.g2h.wait(Some(Duration::from_millis(20)));
         }
@@ -655,8 +668,9 @@ impl Sim {
                     rndis::status::SUCCESS
                 };
                 self.post(&rndis_msg(header::SET_COMPLETE, &le(&[req, status])));
-                if self.case == Case::Flood && oid == rndis::oid::GEN_CURRENT_PACKET_FILTER {
-                    self.flood_pending = true;
+                if oid == rndis::oid::GEN_CURRENT_PACKET_FILTER {
+                    self.flood_pending = self.case == Case::Flood;
+                    self.data_path_pending = self.case == Case::BadDataPath;
                 }
             }
             _ => {}
@@ -829,6 +843,123 @@ impl Sim {
         let c = rndis::control::InitializeComplete::host(req + 5000);
         self.post(&rndis_msg(header::INITIALIZE_COMPLETE, c.as_bytes()));
         self.post(&rndis_msg(header::SET_COMPLETE, &le(&[0xFFFF_FFFF, 0])));
+    }
+
+    /// Writes `msg` into the next receive section; returns its range (count, offset).
+    fn put(&mut self, msg: &[u8]) -> (u32, u32) {
+        let (mapping, count) = self.recv.clone().expect("a receive buffer");
+        let offset = (self.next_section % count) * SECTION;
+        self.next_section += 1;
+        mapping
+            .write(offset as usize, msg)
+            .expect("inside the buffer");
+        (msg.len() as u32, offset)
+    }
+
+    /// Data-path packets that break the RSC rules (§10) and frames with odd headers
+    /// under RX-checksum PPIs that send them to GRO: the guest fails the first kind,
+    /// takes the second, and its data path keeps running.
+    fn bad_data_path(&mut self) {
+        use rndis::ppi::{PktInfoId, ppi_type};
+        let data = rndis_pkt_nvsp(nw::CHANNEL_TYPE_DATA);
+        let csum_ok = (1 << 3) | (1 << 5) | (1 << 8); // TCP_OK, IP_OK, IP_VALUE_INVALID
+        let packet = |ppis: &[(u32, u32)], frame: &[u8]| {
+            let area: Vec<u8> = ppis
+                .iter()
+                .flat_map(|&(t, v)| le(&[16, t, 12, v]))
+                .collect();
+            let ppi_len = area.len() as u32;
+            let ppi_offset = if ppis.is_empty() { 0 } else { 36 };
+            let mut body = le(&[
+                36 + ppi_len,
+                frame.len() as u32,
+                0,
+                0,
+                0,
+                ppi_offset,
+                ppi_len,
+                0,
+                0,
+            ]);
+            body.extend_from_slice(&area);
+            body.extend_from_slice(frame);
+            rndis_msg(header::PACKET, &body)
+        };
+        let piece = |flag: u8, frame: &[u8]| {
+            let id = PktInfoId::new(PktInfoId::SUBALLOC | flag, 7).to_u32();
+            let mut ppis = vec![(ppi_type::PKTINFO_ID, id)];
+            if flag & PktInfoId::FIRST_FRAG != 0 {
+                ppis.push((ppi_type::TCPIP_CHKSUM, csum_ok));
+            }
+            packet(&ppis, frame)
+        };
+        let tcp = |seq: u32, ihl: u8, doff: u8, payload: usize| {
+            let mut f = Vec::new();
+            f.extend_from_slice(&MAC);
+            f.extend_from_slice(&[2, 0, 0, 0, 0, 9, 0x08, 0x00]);
+            let total = (20 + 20 + payload) as u16;
+            f.extend_from_slice(&[0x40 | ihl, 0]);
+            f.extend_from_slice(&total.to_be_bytes());
+            f.extend_from_slice(&[0, 1, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1]);
+            f.extend_from_slice(&[0, 80, 0x04, 0xd2]);
+            f.extend_from_slice(&seq.to_be_bytes());
+            f.extend_from_slice(&1u32.to_be_bytes());
+            f.extend_from_slice(&[doff << 4, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+            f.extend(std::iter::repeat_n(0x5a, payload));
+            f
+        };
+        let small = vec![0x11u8; 100];
+        let big = vec![0x22u8; 1600];
+        let first = self.put(&piece(PktInfoId::FIRST_FRAG, &small));
+        let middle = self.put(&piece(0, &small));
+        let last = self.put(&piece(PktInfoId::LAST_FRAG, &small));
+        let big_first = self.put(&piece(PktInfoId::FIRST_FRAG, &big));
+        let big_middle = self.put(&piece(0, &big));
+        let many: Vec<(u32, u32)> = std::iter::once(first)
+            .chain(std::iter::repeat_n(middle, 563))
+            .chain(std::iter::once(last))
+            .collect();
+        let long: Vec<(u32, u32)> = std::iter::once(big_first)
+            .chain(std::iter::repeat_n(big_middle, 45))
+            .chain(std::iter::once(last))
+            .collect();
+        let cafe = nw::RECEIVE_BUFFER_ID;
+        let hostile = vec![
+            self.post_raw(cafe, None, &[middle], &data), // a piece with nothing in progress
+            self.post_raw(cafe, None, &[last], &data),
+            self.post_raw(cafe, None, &[first, middle], &data), // never ends
+            self.post_raw(cafe, None, &many, &data),            // 565 pieces (> 562)
+            self.post_raw(cafe, None, &long, &data),            // more than 64 KiB
+        ];
+        let mut tolerated = vec![
+            self.post_raw(cafe, None, &[first, middle, last], &data), // garbage, but an RSC packet
+            self.post_raw(cafe, None, &[first, last, first, last], &data), // two in one
+        ];
+        for frame in [
+            vec![0u8; 14],
+            tcp(1, 15, 5, 0)[..40].to_vec(), // IHL 15, cut short
+            tcp(1, 5, 15, 10),               // TCP data offset 15 (60 bytes) in 30
+            tcp(1, 5, 1, 10),                // TCP data offset 1
+            tcp(1, 5, 5, 1000),              // three segments of one flow: GRO merges
+            tcp(1001, 5, 5, 1000),
+            tcp(2001, 5, 5, 1000),
+            tcp(2001, 5, 5, 1000), // a duplicate
+            {
+                let mut f = tcp(3001, 5, 5, 100);
+                f[16..18].copy_from_slice(&0xFFFFu16.to_be_bytes()); // total length lies
+                f
+            },
+        ] {
+            let range = self.put(&packet(&[(ppi_type::TCPIP_CHKSUM, csum_ok)], &frame));
+            tolerated.push(self.post_raw(cafe, None, &[range], &data));
+        }
+        // PKTINFO_ID without SUBALLOC: a plain frame.
+        let id = PktInfoId::new(PktInfoId::FIRST_FRAG, 9).to_u32();
+        let range = self.put(&packet(&[(ppi_type::PKTINFO_ID, id)], &tcp(1, 5, 5, 10)));
+        tolerated.push(self.post_raw(cafe, None, &[range], &data));
+        let mut obs = self.obs.lock().unwrap();
+        obs.hostile.extend(hostile);
+        obs.tolerated.extend(tolerated);
     }
 
     /// Writes transfer-page packets without reading a single completion, until the
@@ -1410,4 +1541,47 @@ fn a_host_that_never_reads_completions_cannot_make_the_guest_queue_without_bound
         up.stats["rx_bad_messages"], written,
         "pageset 0xBEEF is bad"
     );
+}
+
+#[test]
+fn a_hostile_data_path_fails_bad_rsc_packets_and_keeps_running() {
+    if !have_root() {
+        return;
+    }
+    let o = run_case_with(Case::BadDataPath, |_, obs| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let done = {
+                let o = obs.lock().unwrap();
+                !o.hostile.is_empty()
+                    && o.hostile
+                        .iter()
+                        .chain(&o.tolerated)
+                        .all(|t| o.rx_completions.contains_key(t))
+            };
+            if done || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let up = o.up();
+    assert!(up.alive, "the data path stopped");
+    let obs = o.obs.lock().unwrap();
+    assert_eq!(obs.hostile.len(), 5);
+    for t in &obs.hostile {
+        assert_eq!(
+            obs.rx_completions.get(t),
+            Some(&nvsp::status::FAIL),
+            "bad RSC packet {t:#x}; host saw {obs:?}"
+        );
+    }
+    for t in &obs.tolerated {
+        assert_eq!(
+            obs.rx_completions.get(t),
+            Some(&nvsp::status::SUCCESS),
+            "odd frame {t:#x}; host saw {obs:?}"
+        );
+    }
+    assert!(up.stats["rx_bad_messages"] >= 5);
 }

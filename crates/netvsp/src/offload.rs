@@ -167,6 +167,9 @@ pub fn prepare_tx(frame: &mut [u8], info: &PacketInfo) -> Result<TxResult, Strin
                 lso.is_ipv6()
             ));
         }
+        // §8.3: no more TCP payload than the host advertised (62780), no fragment.
+        netpkt::lso::LsoPlan::new(frame, mss as u16, tcp_at)
+            .map_err(|e| format!("LSO request: {e}"))?;
         return Ok(TxResult {
             lso_mss: Some(mss as u16),
             checksum_good: true,

@@ -40,36 +40,58 @@ const RECV_BYTES: usize = 256 * 1024;
 const SEND_SECTIONS: usize = 16;
 const SECTION: usize = nw::SEND_SECTION_SIZE as usize;
 const MAC: [u8; 6] = [0x00, 0x15, 0x5d, 0x42, 0x00, 0x01];
+const VICTIM_MAC: [u8; 6] = [0x00, 0x15, 0x5d, 0x42, 0x00, 0x02];
 
 // ---------------------------------------------------------------------------------------
 // The host under test
 // ---------------------------------------------------------------------------------------
 
-/// A running host with one VM.
+/// A running host with one VM (`vm`, the hostile guest's) and maybe a second one
+/// (`victim`, on the same switch).
 struct Lab {
     host: Host,
     path: PathBuf,
+    victim_path: PathBuf,
 }
 
 impl Lab {
     fn start(profile: HostProfile) -> Lab {
+        Self::start_with(profile, false)
+    }
+
+    fn start_with(profile: HostProfile, victim: bool) -> Lab {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "hvnet-hostile-guest-{}-{}.vmbus",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let socket = |name: &str| {
+            std::env::temp_dir().join(format!(
+                "hvnet-hostile-guest-{}-{n}-{name}.vmbus",
+                std::process::id()
+            ))
+        };
+        let (path, victim_path) = (socket("vm"), socket("victim"));
+        let mut vms = vec![VmSpec {
+            name: "vm".into(),
+            socket: path.clone(),
+            mac: MAC,
+        }];
+        if victim {
+            vms.push(VmSpec {
+                name: "victim".into(),
+                socket: victim_path.clone(),
+                mac: VICTIM_MAC,
+            });
+        }
         let host = Host::start(HostConfig {
-            vms: vec![VmSpec {
-                name: "vm".into(),
-                socket: path.clone(),
-                mac: MAC,
-            }],
+            vms,
             profile,
             tracer: None,
         })
         .expect("start the host");
-        Lab { host, path }
+        Lab {
+            host,
+            path,
+            victim_path,
+        }
     }
 
     fn nic(&self) -> &Arc<Nic> {
@@ -143,7 +165,7 @@ struct HostileGuest {
     stash: VecDeque<Pkt>,
     recv: Option<(GuestRegion, u32)>,
     send: Option<(GuestRegion, u32)>,
-    /// Where GPA-direct RNDIS messages are built.
+    /// Where GPA-direct RNDIS messages are built (256 KiB: the largest send).
     scratch: GuestRegion,
 }
 
@@ -161,7 +183,7 @@ impl HostileGuest {
             .open_channel(relid, RING_PAGES)
             .expect("open channel");
         let rings = GuestRings::new(&channel).expect("ring views");
-        let scratch = memory.alloc(64 * 1024).expect("scratch");
+        let scratch = memory.alloc(256 * 1024).expect("scratch");
         HostileGuest {
             rings,
             channel,
@@ -1566,5 +1588,231 @@ fn a_guest_that_never_reads_completions_is_throttled_not_queued_without_bound() 
     }
     assert!(seen.values().all(|&s| s == nvsp::status::FAIL));
     assert_eq!(lab.errors() - before, written);
+    g.assert_healthy(&lab);
+}
+
+// ---------------------------------------------------------------------------------------
+// Offload requests (PROTOCOL.md §8.2, §8.3): checked against the frame they come with
+// ---------------------------------------------------------------------------------------
+
+/// An IPv4 frame from the hostile guest to the victim: TCP (proto 6) or UDP (17) with
+/// `payload` bytes; `lso` leaves the total length 0 as an LSO sender does (§8.3).
+fn ipv4_frame(proto: u8, payload: usize, lso: bool) -> Vec<u8> {
+    let l4 = if proto == 6 { 20 } else { 8 };
+    let mut f = Vec::with_capacity(14 + 20 + l4 + payload);
+    f.extend_from_slice(&VICTIM_MAC);
+    f.extend_from_slice(&MAC);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let total = if lso { 0 } else { (20 + l4 + payload) as u16 };
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
+    f.extend_from_slice(&[198, 18, 0, 1, 198, 18, 0, 2]);
+    if proto == 6 {
+        f.extend_from_slice(&[0x04, 0xd2, 0, 80]); // ports 1234 → 80
+        f.extend_from_slice(&1u32.to_be_bytes()); // seq
+        f.extend_from_slice(&1u32.to_be_bytes()); // ack
+        f.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]); // ACK|PSH
+    } else {
+        let len = (8 + payload) as u16;
+        f.extend_from_slice(&[0x04, 0xd2, 0, 53]);
+        f.extend_from_slice(&len.to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+    }
+    f.extend((0..payload).map(|i| i as u8));
+    f
+}
+
+/// A PACKET carrying `ppis` (type, value) as 16-byte PPIs, then the frame.
+fn packet_with_ppis(ppis: &[(u32, u32)], frame: &[u8]) -> Vec<u8> {
+    let area: Vec<u8> = ppis
+        .iter()
+        .flat_map(|&(t, v)| le(&[16, t, 12, v]))
+        .collect();
+    let ppi_len = area.len() as u32;
+    let ppi_offset = if ppis.is_empty() { 0 } else { 36 };
+    packet_raw(
+        36 + ppi_len,
+        frame.len() as u32,
+        ppi_offset,
+        ppi_len,
+        &area,
+        frame,
+    )
+}
+
+fn lso_ppi(mss: u32, tcp_offset: u16, ipv6: bool) -> (u32, u32) {
+    let v = rndis::ppi::LsoV2Info::new(mss, tcp_offset, ipv6).0;
+    (rndis::ppi::ppi_type::TCP_LARGESEND, v)
+}
+
+fn csum_ppi(ipv6: bool, udp: bool, l4_offset: u16) -> (u32, u32) {
+    let v = rndis::ppi::TxChecksumInfo::new(ipv6, udp, l4_offset).0;
+    (rndis::ppi::ppi_type::TCPIP_CHKSUM, v)
+}
+
+impl HostileGuest {
+    /// Turns RSC on (NDIS_OFFLOAD_PARAMETERS: only `rsc_ipv4/6` = 2, the rest "no change").
+    fn enable_rsc(&mut self) {
+        let mut params = [0u8; 28];
+        params[..4].copy_from_slice(&[0x80, 3, 28, 0]);
+        params[22] = 2;
+        params[23] = 2;
+        let req = self.req();
+        let msg = info_request(
+            header::SET,
+            req,
+            rndis::oid::TCP_OFFLOAD_PARAMETERS,
+            &params,
+        );
+        let tid = self.rndis_gpa(&msg);
+        assert_eq!(
+            self.expect_status(tid, "offload parameters"),
+            nvsp::status::SUCCESS
+        );
+        let reply = self.next_rndis().expect("SET_C");
+        assert_eq!(u32_at(&reply, 12), rndis::status::SUCCESS, "RSC refused");
+    }
+
+    /// Every frame posted to this guest within `timeout`: the RNDIS PACKETs of each
+    /// transfer-page packet (RSC pieces joined), each packet completed.
+    fn frames(&mut self, timeout: Duration) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        while let Some(p) = self.wait_for(timeout, |p| p.ty == PacketType::DATA_USING_XFER_PAGES) {
+            let (_, ranges) = packet::parse_transfer_pages(&p.header).expect("xfer header");
+            let (region, _) = self.recv.as_ref().expect("a receive buffer");
+            let mut frame = Vec::new();
+            for r in ranges {
+                let (count, offset) = (r.byte_count as usize, r.byte_offset as usize);
+                let mut msg = vec![0u8; count];
+                region.read(offset, &mut msg);
+                let pkt = rndis::packet::parse_packet(&msg).expect("host PACKET");
+                frame.extend_from_slice(pkt.frame);
+            }
+            self.complete_rx(p.tid);
+            frames.push(frame);
+        }
+        frames
+    }
+}
+
+#[test]
+fn offload_requests_that_do_not_match_their_frame_fail_and_reach_no_one() {
+    let lab = Lab::start_with(HostProfile::Azure, true);
+    let mut victim = HostileGuest::connect(&lab.victim_path);
+    victim.bring_up(nvsp::version::V6_1);
+    victim.enable_rsc();
+    let victim_nic = lab.host.nic("victim").expect("the victim's NIC").clone();
+    let mut g = lab.guest();
+    g.bring_up(nvsp::version::V6_1);
+    let before = lab.errors();
+    let tcp_lso = ipv4_frame(6, 3000, true);
+    let tcp = ipv4_frame(6, 100, false);
+    let udp = ipv4_frame(17, 100, false);
+    let arp = {
+        let mut f = ipv4_frame(6, 100, false);
+        f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        f
+    };
+    let mut short_ip = tcp.clone();
+    short_ip[14] = 0x4F; // IHL 15: 60-byte header, the frame ends first
+    short_ip.truncate(14 + 40);
+    /// PPIs (type, value), the frame, what is wrong.
+    type Case<'a> = (Vec<(u32, u32)>, &'a [u8], &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (vec![lso_ppi(0, 34, false)], &tcp_lso, "LSO MSS 0"),
+        (
+            vec![lso_ppi(1448, 38, false)],
+            &tcp_lso,
+            "LSO TCP offset 38 (it is 34)",
+        ),
+        (
+            vec![lso_ppi(1448, 34, true)],
+            &tcp_lso,
+            "LSO IPv6 bit on an IPv4 frame",
+        ),
+        (vec![lso_ppi(1448, 34, false)], &udp, "LSO on a UDP frame"),
+        (
+            vec![lso_ppi(1448, 34, false)],
+            &arp,
+            "LSO on a non-IP frame",
+        ),
+        (
+            vec![lso_ppi(1448, 34, false)],
+            &tcp_lso[..30],
+            "LSO on a cut IPv4 header",
+        ),
+        (
+            vec![csum_ppi(false, false, 30)],
+            &tcp,
+            "TCP checksum at offset 30 (it is 34)",
+        ),
+        (
+            vec![csum_ppi(false, false, 34)],
+            &udp,
+            "TCP checksum on a UDP frame",
+        ),
+        (
+            vec![csum_ppi(false, true, 34)],
+            &tcp,
+            "UDP checksum on a TCP frame",
+        ),
+        (
+            vec![csum_ppi(false, false, 34)],
+            &arp,
+            "TCP checksum on a non-IP frame",
+        ),
+        (
+            vec![csum_ppi(false, false, 34)],
+            &short_ip,
+            "TCP checksum, IPv4 header past the end",
+        ),
+        (
+            vec![csum_ppi(false, false, 34)],
+            &tcp[..40],
+            "TCP checksum, TCP header cut",
+        ),
+    ];
+    for (ppis, frame, what) in &cases {
+        let t = g.rndis_gpa(&packet_with_ppis(ppis, frame));
+        g.expect_fail(t, what);
+    }
+    // More TCP payload than the LSO size the host advertised (62780, PROTOCOL.md §7.2,
+    // §8.3): the host cannot deliver it as one IP packet.
+    let huge = ipv4_frame(6, 70_000, true);
+    let t = g.rndis_gpa(&packet_with_ppis(&[lso_ppi(1448, 34, false)], &huge));
+    g.expect_fail(t, "LSO with 70000 bytes of TCP payload");
+    assert_eq!(lab.errors() - before, cases.len() as u64 + 1);
+    assert!(
+        victim.frames(Duration::from_millis(300)).is_empty(),
+        "a bad send reached the victim"
+    );
+    assert_eq!(victim_nic.stats().rx_packets.load(Ordering::Relaxed), 0);
+
+    // The same requests, done right, reach the victim: an LSO send arrives as one RSC
+    // packet with its lengths fixed, a checksum request with the checksum filled.
+    let t = g.rndis_gpa(&packet_with_ppis(&[lso_ppi(1448, 34, false)], &tcp_lso));
+    assert_eq!(g.expect_status(t, "a good LSO send"), nvsp::status::SUCCESS);
+    let t = g.rndis_gpa(&packet_with_ppis(&[csum_ppi(false, false, 34)], &tcp));
+    assert_eq!(
+        g.expect_status(t, "a good checksum request"),
+        nvsp::status::SUCCESS
+    );
+    let frames = victim.frames(Duration::from_millis(500));
+    assert_eq!(
+        frames.len(),
+        2,
+        "{:?}",
+        frames.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert_eq!(frames[0].len(), tcp_lso.len());
+    assert_eq!(
+        u16::from_be_bytes([frames[0][16], frames[0][17]]),
+        20 + 20 + 3000
+    );
+    assert_eq!(frames[1].len(), tcp.len());
+    assert_ne!(&frames[1][50..52], &[0, 0], "TCP checksum not filled");
+    assert_eq!(lab.stat("tx_lso_packets"), 1);
+    assert_eq!(lab.stat("tx_checksum_filled"), 1);
     g.assert_healthy(&lab);
 }
