@@ -61,6 +61,12 @@ pub fn run(args: GuestArgs) -> Result<i32> {
         ..Default::default()
     };
     let mut guest = Guest::start(&config).context("bring the synthetic NIC up")?;
+    // The largest TSO frame the host takes (Linux: netif_set_tso_max_size); larger GSO
+    // frames would be segmented in software.
+    let o = guest.control().offloads();
+    if let Some(max) = [o.tso_v4, o.tso_v6].into_iter().flatten().min() {
+        netns::ip(&["link", "set", "dev", &args.ifname, "gso_max_size", &max.to_string()])?;
+    }
     for a in &args.addresses {
         let mut cmd = vec!["addr", "replace", a.as_str(), "dev", args.ifname.as_str()];
         if a.contains(':') {

@@ -164,6 +164,8 @@ pub struct Driver {
     /// and the pieces so far; the bytes are in `rsc_buf`.
     rsc: Option<(PacketInfo, u32)>,
     rsc_buf: Vec<u8>,
+    /// Scratch for frames segmented in software.
+    seg_buf: Vec<u8>,
     /// Receive completions not yet written (ring full): (transaction id, status,
     /// sections the packet held).
     rx_completions: Vec<(u64, u32, u32)>,
@@ -216,6 +218,7 @@ impl Driver {
             .map_err(|e| GuestError::Protocol(e.to_string()))?,
             rsc: None,
             rsc_buf: Vec::with_capacity(65536 + 64),
+            seg_buf: Vec::new(),
             rx_completions: Vec::new(),
             sections_held: 0,
         })
@@ -894,6 +897,14 @@ impl Driver {
                     }
                     info
                 }
+                Ok(TxAction::Segment(mss)) => {
+                    self.segment_in_software(slot, frame_start, frame_len, mss)?;
+                    self.staging.release(slot);
+                    if !self.blocked.is_empty() {
+                        break;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::debug!("frame from the TAP dropped: {e}");
                     self.staging.release(slot);
@@ -909,9 +920,13 @@ impl Driver {
                 .fetch_add(frame_len as u64, Ordering::Relaxed);
             let msg_len = (hlen + frame_len).next_multiple_of(8);
             let section_size = nw::SEND_SECTION_SIZE as usize;
+            // SAFETY: the staging slot is ours and not lent while we copy from it.
+            let frame = unsafe {
+                std::slice::from_raw_parts(self.staging.ptr(slot, frame_start), frame_len)
+            };
             if msg_len < section_size
                 && info.lso.is_none()
-                && self.copy_into_section(slot, &hdr[..hlen], frame_start, frame_len)?
+                && self.copy_into_section(&hdr[..hlen], frame)?
             {
                 self.staging.release(slot);
                 self.stats.tx_send_buffer.fetch_add(1, Ordering::Relaxed);
@@ -945,15 +960,59 @@ impl Driver {
         Ok(n)
     }
 
-    /// Copies a frame (with its RNDIS header) into the open section, opening a new one
-    /// when needed. False if no section is free (the caller sends a page buffer).
-    fn copy_into_section(
+    /// Sends a GSO frame the host cannot take whole as MSS-sized frames with their
+    /// checksums computed here (each copied into a section, or a staging buffer).
+    fn segment_in_software(
         &mut self,
         slot: u32,
-        header: &[u8],
         frame_start: usize,
         frame_len: usize,
-    ) -> Result<bool, GuestError> {
+        mss: u16,
+    ) -> Result<(), GuestError> {
+        // SAFETY: the staging slot is ours and not lent while we read it.
+        let frame =
+            unsafe { std::slice::from_raw_parts(self.staging.ptr(slot, frame_start), frame_len) };
+        let Ok(plan) = netpkt::lso::LsoPlan::new_gso(frame, mss) else {
+            self.stats.tx_too_big.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
+        self.stats.tx_gso_software.fetch_add(1, Ordering::Relaxed);
+        let mut seg = std::mem::take(&mut self.seg_buf);
+        seg.resize(plan.max_segment_len(), 0);
+        for i in 0..plan.segment_count() {
+            let Ok(n) = plan.write_segment(i, &mut seg) else {
+                self.stats.tx_too_big.fetch_add(1, Ordering::Relaxed);
+                break;
+            };
+            let mut hdr = [0u8; rndis_io::MAX_PACKET_HEADER];
+            let hlen = rndis_io::packet_header(&mut hdr, &PacketInfo::default(), n);
+            if hlen + n < nw::SEND_SECTION_SIZE as usize
+                && self.copy_into_section(&hdr[..hlen], &seg[..n])?
+            {
+                continue;
+            }
+            // No section: a staging buffer of its own, sent as a page buffer.
+            let Some(s) = self.staging.alloc() else {
+                self.stats.tx_no_memory.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            self.staging.write(s, HEADROOM, &hdr[..hlen]);
+            self.staging.write(s, HEADROOM + hlen, &seg[..n]);
+            self.flush_section()?;
+            self.send(Send::Staging {
+                slot: s,
+                start: HEADROOM,
+                len: hlen + n,
+            })?;
+        }
+        self.seg_buf = seg;
+        Ok(())
+    }
+
+    /// Copies a frame (with its RNDIS header) into the open section, opening a new one
+    /// when needed. False if no section is free (the caller sends a page buffer).
+    fn copy_into_section(&mut self, header: &[u8], frame: &[u8]) -> Result<bool, GuestError> {
+        let frame_len = frame.len();
         let msg_len = (header.len() + frame_len).next_multiple_of(8);
         let section_size = nw::SEND_SECTION_SIZE as usize;
         if let Some(open) = &self.open_section
@@ -982,9 +1041,6 @@ impl Driver {
         let mut hdr = header.to_vec();
         rndis_io::set_message_length(&mut hdr, msg_len as u32);
         pool.write(open.index, open.used, &hdr);
-        // SAFETY: both are guest memory we own; the staging slot is not lent.
-        let frame =
-            unsafe { std::slice::from_raw_parts(self.staging.ptr(slot, frame_start), frame_len) };
         pool.write(open.index, open.used + hdr.len(), frame);
         let pad = msg_len - hdr.len() - frame_len;
         if pad > 0 {

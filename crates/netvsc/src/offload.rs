@@ -82,6 +82,9 @@ pub enum TxAction {
     Plain,
     /// Send with this per-packet info (checksum or LSO request).
     Offload(PacketInfo),
+    /// A GSO frame the host cannot take whole (larger than its LSO limit, or LSO not
+    /// offered for its family): segment it here into frames of this MSS.
+    Segment(u16),
 }
 
 /// Errors preparing a frame for transmit.

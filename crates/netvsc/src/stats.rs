@@ -29,6 +29,8 @@ counters! {
     tx_checksum_offload,
     /// TSO frames sent as one LSO packet.
     tx_lso,
+    /// TSO frames the host could not take whole, segmented by the guest.
+    tx_gso_software,
     /// RSC packets reassembled from pieces.
     rx_rsc_packets,
     /// Frames copied into a send-buffer section.

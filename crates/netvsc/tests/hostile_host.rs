@@ -1003,7 +1003,7 @@ impl Sim {
                         self.h2g.signal();
                     }
                     let since = *full_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_millis(1500) {
+                    if since.elapsed() > Duration::from_secs(3) {
                         break true;
                     }
                     std::thread::sleep(Duration::from_millis(1));
