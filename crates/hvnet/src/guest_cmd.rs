@@ -65,7 +65,14 @@ pub fn run(args: GuestArgs) -> Result<i32> {
     // frames would be segmented in software.
     let o = guest.control().offloads();
     if let Some(max) = [o.tso_v4, o.tso_v6].into_iter().flatten().min() {
-        netns::ip(&["link", "set", "dev", &args.ifname, "gso_max_size", &max.to_string()])?;
+        netns::ip(&[
+            "link",
+            "set",
+            "dev",
+            &args.ifname,
+            "gso_max_size",
+            &max.to_string(),
+        ])?;
     }
     for a in &args.addresses {
         let mut cmd = vec!["addr", "replace", a.as_str(), "dev", args.ifname.as_str()];

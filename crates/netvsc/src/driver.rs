@@ -66,6 +66,15 @@ struct OpenSection {
     packets: u32,
 }
 
+/// A GSO frame being segmented in software (the host cannot take it whole).
+struct Segmenting {
+    slot: u32,
+    start: usize,
+    len: usize,
+    mss: u16,
+    next: usize,
+}
+
 /// A send waiting for ring space, retried in order when completions free space.
 enum Send {
     Section(OpenSection),
@@ -166,6 +175,8 @@ pub struct Driver {
     rsc_buf: Vec<u8>,
     /// Scratch for frames segmented in software.
     seg_buf: Vec<u8>,
+    /// A frame being segmented in software, waiting for send resources.
+    segmenting: Option<Segmenting>,
     /// Receive completions not yet written (ring full): (transaction id, status,
     /// sections the packet held).
     rx_completions: Vec<(u64, u32, u32)>,
@@ -219,6 +230,7 @@ impl Driver {
             rsc: None,
             rsc_buf: Vec::with_capacity(65536 + 64),
             seg_buf: Vec::new(),
+            segmenting: None,
             rx_completions: Vec::new(),
             sections_held: 0,
         })
@@ -834,7 +846,7 @@ impl Driver {
 
     /// Moves up to `budget` frames from the TAP to the host. Returns how many.
     pub(crate) fn poll_tx(&mut self, budget: usize) -> Result<usize, GuestError> {
-        if !self.retry_blocked()? {
+        if !self.retry_blocked()? || !self.continue_segmenting()? {
             return Ok(0);
         }
         let mut n = 0;
@@ -898,9 +910,15 @@ impl Driver {
                     info
                 }
                 Ok(TxAction::Segment(mss)) => {
-                    self.segment_in_software(slot, frame_start, frame_len, mss)?;
-                    self.staging.release(slot);
-                    if !self.blocked.is_empty() {
+                    self.stats.tx_gso_software.fetch_add(1, Ordering::Relaxed);
+                    self.segmenting = Some(Segmenting {
+                        slot,
+                        start: frame_start,
+                        len: frame_len,
+                        mss,
+                        next: 0,
+                    });
+                    if !self.continue_segmenting()? || !self.blocked.is_empty() {
                         break;
                     }
                     continue;
@@ -960,53 +978,58 @@ impl Driver {
         Ok(n)
     }
 
-    /// Sends a GSO frame the host cannot take whole as MSS-sized frames with their
-    /// checksums computed here (each copied into a section, or a staging buffer).
-    fn segment_in_software(
-        &mut self,
-        slot: u32,
-        frame_start: usize,
-        frame_len: usize,
-        mss: u16,
-    ) -> Result<(), GuestError> {
+    /// Goes on sending the frame being segmented in software: MSS-sized frames with
+    /// their checksums computed here, each copied into a section or, with none free, a
+    /// staging buffer. Returns false if it has to wait for completions (the state is
+    /// kept and resumed on the next poll); true when the frame is done.
+    fn continue_segmenting(&mut self) -> Result<bool, GuestError> {
+        let Some(mut job) = self.segmenting.take() else {
+            return Ok(true);
+        };
         // SAFETY: the staging slot is ours and not lent while we read it.
         let frame =
-            unsafe { std::slice::from_raw_parts(self.staging.ptr(slot, frame_start), frame_len) };
-        let Ok(plan) = netpkt::lso::LsoPlan::new_gso(frame, mss) else {
+            unsafe { std::slice::from_raw_parts(self.staging.ptr(job.slot, job.start), job.len) };
+        let Ok(plan) = netpkt::lso::LsoPlan::new_gso(frame, job.mss) else {
             self.stats.tx_too_big.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            self.staging.release(job.slot);
+            return Ok(true);
         };
-        self.stats.tx_gso_software.fetch_add(1, Ordering::Relaxed);
         let mut seg = std::mem::take(&mut self.seg_buf);
         seg.resize(plan.max_segment_len(), 0);
-        for i in 0..plan.segment_count() {
-            let Ok(n) = plan.write_segment(i, &mut seg) else {
+        let mut done = true;
+        while job.next < plan.segment_count() {
+            let Ok(n) = plan.write_segment(job.next, &mut seg) else {
                 self.stats.tx_too_big.fetch_add(1, Ordering::Relaxed);
                 break;
             };
             let mut hdr = [0u8; rndis_io::MAX_PACKET_HEADER];
             let hlen = rndis_io::packet_header(&mut hdr, &PacketInfo::default(), n);
-            if hlen + n < nw::SEND_SECTION_SIZE as usize
-                && self.copy_into_section(&hdr[..hlen], &seg[..n])?
-            {
-                continue;
+            let copied = hlen + n < nw::SEND_SECTION_SIZE as usize
+                && self.copy_into_section(&hdr[..hlen], &seg[..n])?;
+            if !copied {
+                // No section: a staging buffer of its own, sent as a page buffer.
+                let Some(s) = self.staging.alloc() else {
+                    done = false;
+                    break;
+                };
+                self.staging.write(s, HEADROOM, &hdr[..hlen]);
+                self.staging.write(s, HEADROOM + hlen, &seg[..n]);
+                self.flush_section()?;
+                self.send(Send::Staging {
+                    slot: s,
+                    start: HEADROOM,
+                    len: hlen + n,
+                })?;
             }
-            // No section: a staging buffer of its own, sent as a page buffer.
-            let Some(s) = self.staging.alloc() else {
-                self.stats.tx_no_memory.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            self.staging.write(s, HEADROOM, &hdr[..hlen]);
-            self.staging.write(s, HEADROOM + hlen, &seg[..n]);
-            self.flush_section()?;
-            self.send(Send::Staging {
-                slot: s,
-                start: HEADROOM,
-                len: hlen + n,
-            })?;
+            job.next += 1;
         }
         self.seg_buf = seg;
-        Ok(())
+        if done {
+            self.staging.release(job.slot);
+        } else {
+            self.segmenting = Some(job);
+        }
+        Ok(done)
     }
 
     /// Copies a frame (with its RNDIS header) into the open section, opening a new one
@@ -1073,7 +1096,9 @@ impl Driver {
             if self.reader.unmask_interrupts()? {
                 continue;
             }
-            let tap_ready = self.blocked.is_empty() && self.staging.free_count() > 0;
+            let tap_ready = self.blocked.is_empty()
+                && self.segmenting.is_none()
+                && self.staging.free_count() > 0;
             let from_host = self.from_host.as_fd();
             let wake = self.commands.wake.as_fd();
             let ready = match (&self.tap, tap_ready) {

@@ -108,10 +108,19 @@ pub fn prepare_tx(
         let v6 = gso_type == gso::TCPV6;
         let tcp_at = usize::from(vnet.csum_start);
         let info = parse_frame(frame).map_err(|e| TxError::Gso(e.to_string()))?;
-        if info.l4_offset != Some(tcp_at) || !matches!(info.l4, L4::Tcp { .. }) {
+        let L4::Tcp { header_len, .. } = info.l4 else {
+            return Err(TxError::Gso("GSO frame is not TCP".into()));
+        };
+        if info.l4_offset != Some(tcp_at) {
             return Err(TxError::Gso(format!(
                 "TCP header not at csum_start {tcp_at}"
             )));
+        }
+        let payload = info.ip_end.saturating_sub(tcp_at + usize::from(header_len));
+        let limit = if v6 { caps.tso_v6 } else { caps.tso_v4 };
+        let enabled = features.tso.load(Ordering::Relaxed);
+        if !enabled || limit.is_none_or(|max| payload > max as usize) {
+            return Ok(TxAction::Segment(vnet.gso_size.max(1)));
         }
         // The LSO form the host expects (§8.3): IPv4 total length and header checksum
         // zero (IPv6 payload length zero), TCP checksum seeded with the pseudo-header
