@@ -245,11 +245,7 @@ impl Driver {
         if data && !t.wants_data() {
             return;
         }
-        let mut fields = serde_json::Map::new();
-        m.visit_fields(&mut |name, v| {
-            fields.insert(name.into(), crate::trace::nvsp_field(v));
-        });
-        t.record(dir, self.relid, "nvsp", m.name(), fields, bytes);
+        t.record(dir, self.relid, "nvsp", m.name(), m.fields_json(), bytes);
     }
 
     /// Publishes written packets and signals the host if the rules say so.

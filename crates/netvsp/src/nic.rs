@@ -631,12 +631,7 @@ impl ChannelContext {
                     }
                     Ok(None) => break,
                     Err(e) if e.is_fatal() => {
-                        self.nic
-                            .stats
-                            .protocol_errors
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(nic = %self.nic.config.name, "guest ring corrupt, channel stopped: {e}");
-                        self.park();
+                        self.stop_broken(&e);
                         return;
                     }
                     Err(e) => {
@@ -653,12 +648,7 @@ impl ChannelContext {
                 Ok(true) => self.queue.signal.signal(),
                 Ok(false) => {}
                 Err(e) => {
-                    self.nic
-                        .stats
-                        .protocol_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(nic = %self.nic.config.name, "guest ring corrupt: {e}");
-                    self.park();
+                    self.stop_broken(&e);
                     return;
                 }
             }
@@ -676,12 +666,7 @@ impl ChannelContext {
                     Ok(false) => {}
                     Ok(true) => continue,
                     Err(e) => {
-                        self.nic
-                            .stats
-                            .protocol_errors
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(nic = %self.nic.config.name, "guest ring corrupt, channel stopped: {e}");
-                        self.park();
+                        self.stop_broken(&e);
                         return;
                     }
                 }
@@ -706,6 +691,17 @@ impl ChannelContext {
     /// Whether completions wait for room in the guest's inbound ring.
     fn backlogged(&self) -> bool {
         !self.queue.out.lock().unwrap().backlog.is_empty()
+    }
+
+    /// Counts a corrupt ring and stops serving it: the channel waits for its close
+    /// without touching the ring again.
+    fn stop_broken(&self, e: &dyn std::fmt::Display) {
+        self.nic
+            .stats
+            .protocol_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::error!(nic = %self.nic.config.name, "guest ring corrupt, channel stopped: {e}");
+        self.park();
     }
 
     /// A broken channel waits for its close without touching the ring again.
@@ -789,11 +785,14 @@ impl ChannelContext {
         {
             return;
         }
-        let mut fields = serde_json::Map::new();
-        m.visit_fields(&mut |name, v| {
-            fields.insert(name.into(), crate::trace::nvsp_field(v));
-        });
-        t.record(dir, self.queue.relid, "nvsp", m.name(), fields, bytes);
+        t.record(
+            dir,
+            self.queue.relid,
+            "nvsp",
+            m.name(),
+            m.fields_json(),
+            bytes,
+        );
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -25,3 +25,5 @@ pub mod wire;
 
 pub use message::{FieldValue, NvspError, NvspMessage, SendIndirectionTable};
 pub use send_table::{emit_send_indirection_table, parse_send_indirection_table};
+#[cfg(feature = "json")]
+pub mod json;

@@ -38,3 +38,5 @@ pub use error::RndisError;
 pub use message::{FieldValue, RndisMessage};
 pub use packet::{RndisPacket, emit_packet, emit_packet_header, parse_packet};
 pub use ppi::PacketInfo;
+#[cfg(feature = "json")]
+pub mod json;
