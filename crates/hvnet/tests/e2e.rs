@@ -172,3 +172,45 @@ fn killed_host_takes_the_link_down_and_the_guest_exits_clearly() {
     drop(m);
     assert_clean("e2e-hostdeath");
 }
+
+#[test]
+fn host_link_changes_reach_the_guest_interface() {
+    let Some(_lock) = lab_lock() else { return };
+    let mut m = Manual::new("e2e-link");
+    m.start_guest("vm1", 1);
+    let host = std::path::Path::new("/run/hvnet/e2e-link/host.ctl");
+    let carrier = || {
+        let out = Command::new("ip")
+            .args(["-n", "vm1", "link", "show", "eth0"])
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&out.stdout).contains("NO-CARRIER")
+    };
+    let set = |up: bool| {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(host).unwrap();
+        writeln!(
+            s,
+            "{}",
+            serde_json::json!({"cmd": "link", "vm": "vm1", "up": up})
+        )
+        .unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        assert!(line.contains("\"ok\""), "{line}");
+    };
+    let wait = |want: bool| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while carrier() != want {
+            assert!(Instant::now() < deadline, "carrier never became {want}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait(true);
+    set(false);
+    wait(false);
+    set(true);
+    wait(true);
+    drop(m);
+    assert_clean("e2e-link");
+}

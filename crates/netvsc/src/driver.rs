@@ -177,6 +177,8 @@ pub struct Driver {
     seg_buf: Vec<u8>,
     /// A frame being segmented in software, waiting for send resources.
     segmenting: Option<Segmenting>,
+    /// Host keepalives to answer once the current poll is over.
+    keepalive_replies: Vec<u32>,
     /// Receive completions not yet written (ring full): (transaction id, status,
     /// sections the packet held).
     rx_completions: Vec<(u64, u32, u32)>,
@@ -231,6 +233,7 @@ impl Driver {
             rsc_buf: Vec::with_capacity(65536 + 64),
             seg_buf: Vec::new(),
             segmenting: None,
+            keepalive_replies: Vec::new(),
             rx_completions: Vec::new(),
             sections_held: 0,
         })
@@ -585,8 +588,8 @@ impl Driver {
             Ok(rndis_io::Incoming::Keepalive { request_id }) => {
                 rndis_io::trace_rndis(self.tracer.as_deref(), Dir::Rx, self.relid, msg);
                 self.stats.keepalives.fetch_add(1, Ordering::Relaxed);
-                let reply = rndis_io::keepalive_complete(request_id);
-                let _ = self.send_rndis_control(&reply);
+                // Answered after the poll: sending may wait for ring space, which polls.
+                self.keepalive_replies.push(request_id);
                 true
             }
             Ok(rndis_io::Incoming::Ignored) => {
@@ -1143,6 +1146,9 @@ impl Driver {
     }
 
     fn run_commands(&mut self) -> Result<(), GuestError> {
+        for id in std::mem::take(&mut self.keepalive_replies) {
+            self.send_rndis_control(&rndis_io::keepalive_complete(id))?;
+        }
         let commands = std::mem::take(&mut *self.commands.queue.lock().unwrap());
         for c in commands {
             match c {
