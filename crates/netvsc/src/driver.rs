@@ -535,6 +535,25 @@ impl Driver {
                 status = bad(self);
                 continue;
             }
+            // A PACKET is validated from its first bytes and its frame copied once,
+            // to where it goes; anything else is copied whole first.
+            let mut head = [0u8; rndis_io::PACKET_HEAD];
+            let head_len = count.min(head.len());
+            let region = &self.recv.as_ref().expect("checked").region;
+            region.read(offset, &mut head[..head_len]);
+            match rndis_io::packet_in_place(&head[..head_len], count) {
+                Ok(Some((at, len, info))) => {
+                    if !self.receive_from_region(offset + at, len, info) {
+                        status = nvsp::status::FAIL;
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    status = bad(self);
+                    continue;
+                }
+            }
             let mut copy = std::mem::take(&mut self.rx_copy);
             self.recv
                 .as_ref()
@@ -613,6 +632,53 @@ impl Driver {
         {
             tracing::warn!("cannot set carrier: {e}");
         }
+    }
+
+    /// Takes one received frame that lies at `at..at + len` of the receive buffer (already
+    /// validated to be inside it): an RSC piece is appended to its packet straight from
+    /// the section, a whole frame is copied out once. False if it broke the rules.
+    fn receive_from_region(&mut self, at: usize, len: usize, info: PacketInfo) -> bool {
+        use rndis::ppi::PktInfoId;
+        let piece = info
+            .pktinfo_id
+            .is_some_and(|id| id.flag & PktInfoId::SUBALLOC != 0);
+        let region = &self.recv.as_ref().expect("a packet arrived in it").region;
+        if piece && len <= self.rsc_buf.capacity() {
+            let id = info.pktinfo_id.expect("checked");
+            if id.flag & PktInfoId::FIRST_FRAG != 0 {
+                self.rsc_buf.clear();
+                self.rsc = Some((info, 0));
+            }
+            let Some((_, pieces)) = self.rsc.as_mut() else {
+                self.stats.rx_bad_messages.fetch_add(1, Ordering::Relaxed);
+                return false;
+            };
+            *pieces += 1;
+            let have = self.rsc_buf.len();
+            if *pieces > 562 || have + len > 65535 + 18 {
+                self.rsc = None;
+                self.stats.rx_bad_messages.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            self.rsc_buf.resize(have + len, 0);
+            region.read(at, &mut self.rsc_buf[have..]);
+            if id.flag & PktInfoId::LAST_FRAG != 0 {
+                let (first, _) = self.rsc.take().expect("in progress");
+                let mut buf = std::mem::take(&mut self.rsc_buf);
+                self.deliver_coalesced(&mut buf, &first);
+                self.rsc_buf = buf;
+            }
+            return true;
+        }
+        if len > self.rx_copy.len() {
+            self.stats.rx_bad_messages.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let mut copy = std::mem::take(&mut self.rx_copy);
+        region.read(at, &mut copy[..len]);
+        let ok = self.receive(&mut copy[..len], info);
+        self.rx_copy = copy;
+        ok
     }
 
     /// Takes one received frame: an RSC piece joins its packet; a whole frame goes to

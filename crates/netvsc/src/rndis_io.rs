@@ -243,3 +243,62 @@ pub fn trace_rndis(tracer: Option<&Tracer>, dir: Dir, channel: u32, msg: &[u8]) 
     let Some(t) = tracer else { return };
     crate::trace::rndis(t, dir, channel, msg);
 }
+
+/// Bytes of a range copied first to validate a PACKET before its frame is read.
+pub const PACKET_HEAD: usize = 256;
+
+/// Validates a PACKET from its first bytes (`head`, a copy of the range's start) and the
+/// range's length, with the same §14 rules as the full parse, so that the frame itself
+/// can be copied once, straight to where it goes. Returns the frame's offset and length
+/// in the range and the per-packet info; `Ok(None)` if this is no PACKET or its PPIs
+/// reach past `head` (the caller then copies the whole range).
+pub fn packet_in_place(
+    head: &[u8],
+    range_len: usize,
+) -> Result<Option<(usize, usize, PacketInfo)>, GuestError> {
+    let bad = |what: &str| GuestError::Protocol(format!("RNDIS PACKET: {what}"));
+    let Ok((h, _)) = MessageHeader::read_from_prefix(head) else {
+        return Err(bad("range shorter than a header"));
+    };
+    if h.msg_type.get() != header::PACKET {
+        return Ok(None);
+    }
+    let msg_len = h.msg_len.get() as usize;
+    if msg_len < rndis::packet::PACKET_MIN_MESSAGE_SIZE || msg_len > range_len {
+        return Err(bad("message length outside the range"));
+    }
+    let Ok((body, _)) = rndis::packet::PacketBody::read_from_prefix(&head[header::HEADER_SIZE..])
+    else {
+        return Err(bad("body truncated"));
+    };
+    let avail = msg_len - header::HEADER_SIZE;
+    let (data_offset, data_len) = (
+        body.data_offset.get() as usize,
+        body.data_len.get() as usize,
+    );
+    if data_offset < rndis::packet::PACKET_BODY_SIZE
+        || data_len == 0
+        || data_offset >= avail
+        || data_len > avail - data_offset
+    {
+        return Err(bad("data outside the message"));
+    }
+    let (ppi_offset, ppi_len) = (body.ppi_offset.get() as usize, body.ppi_len.get() as usize);
+    let info = if ppi_offset == 0 || ppi_len == 0 {
+        PacketInfo::default()
+    } else {
+        if ppi_offset < rndis::packet::PACKET_BODY_SIZE
+            || ppi_len < rndis::ppi::PPI_HEADER_SIZE
+            || ppi_offset > avail
+            || ppi_len > avail - ppi_offset
+        {
+            return Err(bad("per-packet info outside the message"));
+        }
+        let start = header::HEADER_SIZE + ppi_offset;
+        let Some(area) = head.get(start..start + ppi_len) else {
+            return Ok(None);
+        };
+        PacketInfo::parse(area)?
+    };
+    Ok(Some((header::HEADER_SIZE + data_offset, data_len, info)))
+}
