@@ -308,6 +308,7 @@ fn run_lab(args: &LabArgs, lab: &mut Lab) -> Result<i32> {
     {
         let dst: IpAddr = if i == 0 { VMS[1].1 } else { VMS[1].2 }.parse()?;
         let t0 = Instant::now();
+        let packets0 = ring_packets(&dir)?;
         let r = traffic::tcp_bulk(VMS[0].0, VMS[1].0, dst, 5201 + i as u16, bytes, |got| {
             let secs = t0.elapsed().as_secs_f64().max(1e-3);
             progress(&format!(
@@ -321,7 +322,11 @@ fn run_lab(args: &LabArgs, lab: &mut Lab) -> Result<i32> {
             }
             lab.check_children()
         })?;
-        tcps.push((family, r));
+        // The data path's own packet rate: RNDIS packets both ways through the rings
+        // (data and ACKs, each a TSO/LRO super-frame or a plain frame).
+        let packets = ring_packets(&dir)? - packets0;
+        let secs = t0.elapsed().as_secs_f64();
+        tcps.push((family, r, packets as f64 / secs));
         if signals::stop_requested() {
             bail!("interrupted");
         }
@@ -340,8 +345,8 @@ fn run_lab(args: &LabArgs, lab: &mut Lab) -> Result<i32> {
             ctl::request(&path, &json!({"cmd": "stats"}))?,
         ));
     }
-    let ok =
-        echoes.iter().all(|(_, e)| e.received == e.sent) && tcps.iter().all(|(_, t)| t.bytes > 0);
+    let ok = echoes.iter().all(|(_, e)| e.received == e.sent)
+        && tcps.iter().all(|(_, t, _)| t.bytes > 0);
     let report = Report {
         profile: args.profile.name(),
         bring_up,
@@ -367,11 +372,27 @@ fn run_lab(args: &LabArgs, lab: &mut Lab) -> Result<i32> {
     Ok(if ok { 0 } else { 1 })
 }
 
+/// RNDIS packets the host has moved between the VMs so far (both directions).
+fn ring_packets(dir: &RunDir) -> Result<u64> {
+    let host = ctl::request(
+        &ctl::host_socket(&dir.run_dir, &dir.lab),
+        &json!({"cmd": "stats"}),
+    )?;
+    Ok(host["vms"]
+        .as_array()
+        .map(|vms| {
+            vms.iter()
+                .map(|v| v["stats"]["tx_packets"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0))
+}
+
 struct Report<'a> {
     profile: &'a str,
     bring_up: Duration,
     echoes: &'a [(&'a str, EchoResult)],
-    tcps: &'a [(&'a str, TcpResult)],
+    tcps: &'a [(&'a str, TcpResult, f64)],
     host: &'a Value,
     guests: &'a [(&'a str, Value, Value)],
 }
@@ -382,7 +403,7 @@ impl Report<'_> {
             "profile": self.profile,
             "bring_up_seconds": self.bring_up.as_secs_f64(),
             "icmp": self.echoes.iter().map(|(f, e)| json!({"family": f, "result": e})).collect::<Vec<_>>(),
-            "tcp": self.tcps.iter().map(|(f, t)| json!({"family": f, "result": t})).collect::<Vec<_>>(),
+            "tcp": self.tcps.iter().map(|(f, t, pps)| json!({"family": f, "result": t, "ring_packets_per_second": pps})).collect::<Vec<_>>(),
             "host": self.host,
             "guests": self.guests.iter().map(|(vm, status, stats)| json!({"vm": vm, "status": status, "stats": stats})).collect::<Vec<_>>(),
         })
@@ -410,12 +431,13 @@ impl Report<'_> {
         }
         println!();
         println!("TCP bulk vm1 → vm2 (one stream)");
-        for (family, t) in self.tcps {
+        for (family, t, pps) in self.tcps {
             println!(
-                "  {family}: {:.1} MiB in {:.2} s = {:.2} Gbit/s",
+                "  {family}: {:.1} MiB in {:.2} s = {:.2} Gbit/s; data path {:.0} packets/s (both ways)",
                 t.bytes as f64 / (1 << 20) as f64,
                 t.seconds,
-                t.gbit_per_s
+                t.gbit_per_s,
+                pps
             );
         }
         println!();
