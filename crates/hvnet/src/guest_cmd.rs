@@ -213,5 +213,19 @@ fn set_features(control: &netvsc::GuestControl, req: &Value) -> Value {
             Err(e) => return json!({"error": e.to_string(), "changed": changed}),
         }
     }
+    // The kernel's dependency: segmentation offload needs scatter-gather and transmit
+    // checksumming, so turning either off turns TSO off too.
+    let on = |n: &str| {
+        control
+            .features()
+            .iter()
+            .any(|(name, st)| *name == n && st.on)
+    };
+    if on("tso")
+        && (!on("sg") || !on("tx_csum"))
+        && matches!(control.set_feature(netvsc::Feature::Tso, false), Ok(true))
+    {
+        changed.insert("tso".into(), false.into());
+    }
     json!({"changed": changed})
 }
