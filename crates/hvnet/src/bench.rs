@@ -177,6 +177,7 @@ fn tcp(args: TcpArgs) -> Result<i32> {
         bytes: 0,
         bytes6: 0,
         pings: 0,
+        queues: 1,
         keep: false,
         trace: None,
         json: false,

@@ -31,6 +31,9 @@ pub struct GuestArgs {
     /// MTU.
     #[arg(long, default_value_t = 1500)]
     pub mtu: u32,
+    /// Queues (VMBus channels) to ask the host for: the primary plus subchannels.
+    #[arg(long, default_value_t = 1)]
+    pub queues: u16,
     /// Write every control message sent and received to FILE as JSON Lines.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<std::path::PathBuf>,
@@ -57,6 +60,7 @@ pub fn run(args: GuestArgs) -> Result<i32> {
         vmbus_socket: ctl::vmbus_socket(&args.dir.run_dir, &args.dir.lab, &args.vm),
         ifname: args.ifname.clone(),
         mtu: args.mtu,
+        queues: args.queues,
         tracer,
         ..Default::default()
     };
@@ -98,10 +102,18 @@ pub fn run(args: GuestArgs) -> Result<i32> {
             Some("stats") => {
                 let mut m = serde_json::Map::new();
                 for (k, v) in stats.snapshot() {
-                    m.insert(k.into(), v.into());
+                    m.insert(k, v.into());
                 }
                 Value::Object(m)
             }
+            Some("rss") if info.queues > 1 => json!({
+                // What bring-up sent (§7.5): the default key, table i mod queues.
+                "key": rndis::rss::DEFAULT_KEY.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                "table": (0..128).map(|i| i % info.queues).collect::<Vec<u32>>(),
+                "hash_info": rndis::rss::hash::LINUX,
+                "queues": info.queues,
+            }),
+            Some("rss") => json!({"error": "single queue: no RSS configuration"}),
             Some("info") => json!({
                 "driver": "hv_netvsc",
                 "version": env!("CARGO_PKG_VERSION"),

@@ -64,6 +64,7 @@ pub fn run(args: HostArgs) -> Result<()> {
             vms,
             profile: args.profile,
             tracer,
+            queues: netvsp::queues::DEFAULT_QUEUES,
         })
         .context("start the host")?,
     ));

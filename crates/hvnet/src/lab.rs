@@ -36,6 +36,9 @@ pub struct LabArgs {
     /// ICMP echo requests per address family.
     #[arg(long, default_value_t = 20)]
     pub pings: u32,
+    /// Queues (VMBus channels) each VM asks for.
+    #[arg(long, default_value_t = 1)]
+    pub queues: u16,
     /// Leave the lab running after the tests until Ctrl-C.
     #[arg(long)]
     pub keep: bool,
@@ -258,6 +261,8 @@ pub(crate) fn start(args: &LabArgs, lab: &mut Lab) -> Result<()> {
             format!("{v4}/24"),
             "--address".into(),
             format!("{v6}/64"),
+            "--queues".into(),
+            args.queues.to_string(),
         ]);
         if let Some(t) = &args.trace {
             a.extend([
@@ -469,6 +474,23 @@ impl Report<'_> {
                 s(st, "rx_sections_peak"),
                 drops
             );
+        }
+        for (vm, _, st) in self.guests {
+            let queues: Vec<u64> = (0..)
+                .map_while(|q| {
+                    st.get(format!("rx_queue_{q}_packets"))
+                        .and_then(Value::as_u64)
+                })
+                .collect();
+            let total: u64 = queues.iter().sum();
+            if queues.len() > 1 && total > 0 {
+                let shares: Vec<String> = queues
+                    .iter()
+                    .enumerate()
+                    .map(|(q, n)| format!("q{q} {n} ({:.0} %)", 100.0 * *n as f64 / total as f64))
+                    .collect();
+                println!("{vm} received per queue: {}", shares.join(", "));
+            }
         }
         println!();
         println!("host (netvsp) per NIC: receive sections in use (peak of total), drops");

@@ -11,6 +11,7 @@ mod guest_cmd;
 mod host_cmd;
 mod lab;
 mod netns;
+mod rss;
 mod signals;
 mod traffic;
 
@@ -41,6 +42,8 @@ enum Command {
     /// ethtool for a running guest's NIC: `hvnet ethtool [--vm NAME] -k|-K|-i|-S eth0 ...`
     /// (ethtool's own arguments, output and exit status; `hvnet ethtool -h` for more).
     Ethtool(ethtool::EthtoolArgs),
+    /// Receive-side scaling: `hash` prints a flow's Toeplitz hash and the queue it lands on.
+    Rss(rss::RssArgs),
 }
 
 /// Options every process shares: where the sockets live.
@@ -69,6 +72,7 @@ fn main() {
         Command::Guest(a) => guest_cmd::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Ethtool(a) => ethtool::run(a),
+        Command::Rss(a) => rss::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -117,11 +117,11 @@ pub(crate) fn bring_up(
     }
     info.rx_section_size = size;
     info.rx_sections = count;
-    d.recv = Some(ReceiveBuffer {
+    d.recv = Some(Arc::new(ReceiveBuffer {
         region: recv_region,
         gpadl: recv_gpadl,
         section_size: size,
-    });
+    }));
 
     // 5. Send buffer.
     let send_region =
@@ -154,7 +154,8 @@ pub(crate) fn bring_up(
     let pool = SlotPool::from_region(send_region, section as usize);
     info.tx_section_size = section;
     info.tx_sections = pool.count();
-    d.send = Some((pool, send_gpadl));
+    d.send = Some(pool);
+    d.send_gpadl = send_gpadl;
 
     // 6. RNDIS initialize.
     let id = next_request.fetch_add(1, Ordering::Relaxed);
@@ -244,4 +245,134 @@ pub(crate) fn bring_up(
     d.mtu = info.mtu;
     d.features = Arc::new(offload::Features::new(info.offloads, true));
     Ok(())
+}
+
+/// Subchannels the guest opened, with a driver for each, queue 1 first.
+pub(crate) type Subchannels = Vec<(vmbus::client::OpenedChannel, Driver)>;
+
+/// Multi-queue (§4.12, §9.3): with NVSP ≥ 5 and a host offering ≥ 2 queues, asks for
+/// `wanted − 1` subchannels, opens each granted one with its own rings and eventfds,
+/// shares the receive buffer and splits the send buffer between the channels, then
+/// sends the RSS parameters (twice: disabled, then enabled, as Linux does). Any failure
+/// before the subchannels open leaves the NIC single-queue, as Linux does.
+pub(crate) fn open_subchannels(
+    client: &mut Client,
+    primary: &mut Driver,
+    instance: vmbus::guid::Guid,
+    config: &GuestConfig,
+    memory: &GuestMemory,
+    next_request: &AtomicU32,
+) -> Result<Subchannels, GuestError> {
+    let wanted = u32::from(config.queues).min(64);
+    if wanted < 2 || primary.nvsp_version < nvsp::version::V5 {
+        return Ok(Vec::new());
+    }
+    let id = next_request.fetch_add(1, Ordering::Relaxed);
+    let q = rndis::rss::RssCapabilities::query();
+    let reply = primary.rndis_request(
+        &rndis_io::query(
+            id,
+            rndis::oid::GEN_RECEIVE_SCALE_CAPABILITIES,
+            zerocopy::IntoBytes::as_bytes(&q),
+        ),
+        id,
+        "RSS capabilities",
+    )?;
+    let Ok(data) = rndis_io::query_data(&reply, "RSS capabilities") else {
+        return Ok(Vec::new());
+    };
+    let caps = rndis::rss::RssCapabilities::parse(&data)?;
+    let wanted = wanted.min(caps.num_recv_queues.get());
+    if wanted < 2 {
+        return Ok(Vec::new());
+    }
+    let reply = primary.nvsp_request(
+        &NvspMessage::SubchannelRequest(nw::SubchannelRequest {
+            op: U32::new(nw::SUBCHANNEL_OP_ALLOCATE),
+            num_subchannels: U32::new(wanted - 1),
+        }),
+        "SUBCHANNEL completion",
+    )?;
+    let granted = match NvspMessage::parse_completion(&reply) {
+        Ok(NvspMessage::SubchannelComplete(c)) if c.status.get() == nvsp::status::SUCCESS => {
+            c.num_subchannels.get()
+        }
+        _ => return Ok(Vec::new()),
+    };
+    if granted > wanted - 1 {
+        return Err(GuestError::Protocol(format!(
+            "host granted {granted} subchannels, {} asked",
+            wanted - 1
+        )));
+    }
+    if granted == 0 {
+        return Ok(Vec::new());
+    }
+    // The offers follow the completion; indices ≥ the channel count are ignored.
+    let deadline = std::time::Instant::now() + crate::driver::REQUEST_TIMEOUT;
+    let mut offers = Vec::new();
+    while offers.len() < granted as usize {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(GuestError::Timeout("subchannel offers"));
+        }
+        match client.next_event(left)? {
+            Some(vmbus::client::Event::Offer(o))
+                if o.instance_id == instance
+                    && (1..=granted as u16).contains(&o.sub_channel_index)
+                    && !offers.iter().any(|x: &vmbus::client::Offer| {
+                        x.sub_channel_index == o.sub_channel_index
+                    }) =>
+            {
+                offers.push(o)
+            }
+            _ => {}
+        }
+    }
+    offers.sort_by_key(|o| o.sub_channel_index);
+    let channels = 1 + granted;
+    let mut shares = primary
+        .send
+        .take()
+        .map(|p| p.split(channels))
+        .unwrap_or_default()
+        .into_iter();
+    primary.send = shares.next();
+    let mut subs = Vec::new();
+    for o in offers {
+        let opened = client.open_channel(o.relid, config.ring_pages)?;
+        let rings = vmbus::channel::GuestRings::new(&opened)?;
+        let mut d = Driver::new(
+            rings,
+            vmbus::event::EventFd::from_fd(opened.guest_to_host.try_clone_fd()?)?,
+            vmbus::event::EventFd::from_fd(opened.host_to_guest.try_clone_fd()?)?,
+            o.relid,
+            memory,
+            config.staging_slots,
+            config.tracer.clone(),
+        )?;
+        d.join(primary, shares.next());
+        subs.push((opened, d));
+    }
+    // RSS parameters: Toeplitz over the default key, table i mod channels (§7.5).
+    let entries = caps.guest_table_entries();
+    let table: Vec<u32> = (0..entries as u32).map(|i| i % channels).collect();
+    for flags in [rndis::rss::flags::DISABLE_RSS, 0] {
+        let mut buf = vec![0u8; 40 + 4 * entries + 40];
+        let n = rndis::rss::emit_rss_parameters(
+            &mut buf,
+            flags,
+            rndis::rss::hash::LINUX,
+            &table,
+            &rndis::rss::DEFAULT_KEY,
+        )?;
+        let id = next_request.fetch_add(1, Ordering::Relaxed);
+        let reply = primary.rndis_request(
+            &rndis_io::set(id, rndis::oid::GEN_RECEIVE_SCALE_PARAMETERS, &buf[..n]),
+            id,
+            "RSS parameters",
+        )?;
+        rndis_io::expect_set_complete(&reply, "RSS parameters")?;
+    }
+    Ok(subs)
 }

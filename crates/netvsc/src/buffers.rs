@@ -6,14 +6,22 @@
 //! finds no free section, goes as a GPA-direct page buffer pointing at the staging buffer
 //! it was read into, which is then lent until its completion.
 
+use std::sync::Arc;
+
 use vmbus::memory::{GuestMemory, GuestRegion, MemoryError};
 
-/// A pool of equal slots carved out of one guest-memory region.
+/// A pool of equal slots carved out of one guest-memory region (or of a share of one:
+/// the send buffer's sections are split between the channels, each numbering them as
+/// the host does, from the start of the whole buffer).
 pub struct SlotPool {
-    region: GuestRegion,
+    region: Arc<GuestRegion>,
     slot_size: usize,
+    /// First slot of this share (global numbering).
+    first: u32,
     count: u32,
     free: Vec<u32>,
+    /// Whether each slot (from `first`) is lent, so a bogus completion is caught.
+    lent: Vec<bool>,
 }
 
 impl SlotPool {
@@ -27,23 +35,57 @@ impl SlotPool {
     pub fn from_region(region: GuestRegion, slot_size: usize) -> Self {
         let count = (region.len() / slot_size) as u32;
         Self {
-            region,
+            region: Arc::new(region),
             slot_size,
+            first: 0,
             count,
             free: (0..count).rev().collect(),
+            lent: vec![false; count as usize],
         }
+    }
+
+    /// Splits the (unused) pool into `parts` shares of consecutive slots, the last
+    /// taking the remainder; slot numbers stay those of the whole region.
+    pub fn split(self, parts: u32) -> Vec<SlotPool> {
+        let parts = parts.clamp(1, self.count.max(1));
+        let each = self.count / parts;
+        (0..parts)
+            .map(|i| {
+                let first = self.first + i * each;
+                let count = if i == parts - 1 {
+                    self.count - i * each
+                } else {
+                    each
+                };
+                SlotPool {
+                    region: self.region.clone(),
+                    slot_size: self.slot_size,
+                    first,
+                    count,
+                    free: (first..first + count).rev().collect(),
+                    lent: vec![false; count as usize],
+                }
+            })
+            .collect()
     }
 
     /// Takes a free slot.
     pub fn alloc(&mut self) -> Option<u32> {
-        self.free.pop()
+        let slot = self.free.pop()?;
+        self.lent[(slot - self.first) as usize] = true;
+        Some(slot)
     }
 
     /// Returns a slot; false if it was not taken (a bad completion).
     pub fn release(&mut self, slot: u32) -> bool {
-        if slot >= self.count || self.free.contains(&slot) {
+        let Some(lent) = slot
+            .checked_sub(self.first)
+            .and_then(|i| self.lent.get_mut(i as usize))
+            .filter(|l| **l)
+        else {
             return false;
-        }
+        };
+        *lent = false;
         self.free.push(slot);
         true
     }
@@ -70,7 +112,7 @@ impl SlotPool {
 
     /// Pointer to byte `offset` of `slot` in this process.
     pub fn ptr(&self, slot: u32, offset: usize) -> *mut u8 {
-        assert!(slot < self.count && offset <= self.slot_size);
+        assert!((self.first..self.first + self.count).contains(&slot) && offset <= self.slot_size);
         // SAFETY: inside the region, checked above.
         unsafe {
             self.region
@@ -101,8 +143,9 @@ impl SlotPool {
         &self.region
     }
 
-    /// Gives the region back (to free it after the host let go of it).
-    pub fn into_region(self) -> GuestRegion {
-        self.region
+    /// Gives the region back (to free it after the host let go of it); None while
+    /// another share of it is still alive.
+    pub fn into_region(self) -> Option<GuestRegion> {
+        Arc::try_unwrap(self.region).ok()
     }
 }

@@ -26,7 +26,7 @@ use nvsp::wire as nw;
 
 use crate::buffers::SlotPool;
 use crate::offload::{Features, TxAction};
-use crate::stats::GuestStats;
+use crate::stats::{GuestStats, QueueStats};
 use crate::tap::{Tap, VNET_HDR_LEN, VnetHdr};
 use crate::{GuestError, rndis_io};
 use netpkt::coalesce::{CoalesceConfig, CoalescedFrame, Coalescer, TcpChecksumMode};
@@ -144,8 +144,10 @@ pub struct Driver {
     pub(crate) from_host: EventFd,
     pub(crate) relid: u32,
     pub(crate) nvsp_version: u32,
-    pub(crate) recv: Option<ReceiveBuffer>,
-    pub(crate) send: Option<(SlotPool, u32)>,
+    pub(crate) recv: Option<Arc<ReceiveBuffer>>,
+    pub(crate) send: Option<SlotPool>,
+    /// The send buffer's GPADL (for teardown).
+    pub(crate) send_gpadl: u32,
     pub(crate) staging: SlotPool,
     control: SlotPool,
     open_section: Option<OpenSection>,
@@ -158,6 +160,8 @@ pub struct Driver {
     pub(crate) max_pkt_per_msg: u32,
     pub(crate) tap: Option<Tap>,
     pub(crate) stats: Arc<GuestStats>,
+    /// This channel's (queue's) counters.
+    pub(crate) queue: Arc<QueueStats>,
     pub(crate) link: Arc<LinkState>,
     pub(crate) tracer: Option<Arc<Tracer>>,
     pub(crate) commands: CommandQueue,
@@ -205,6 +209,7 @@ impl Driver {
             nvsp_version: 0,
             recv: None,
             send: None,
+            send_gpadl: 0,
             staging: SlotPool::new(memory, STAGING_SLOT, staging_slots)?,
             control: SlotPool::new(memory, 4096, 8)?,
             open_section: None,
@@ -216,6 +221,7 @@ impl Driver {
             max_pkt_per_msg: 1,
             tap: None,
             stats: Arc::default(),
+            queue: Arc::default(),
             link: Arc::default(),
             tracer,
             commands: CommandQueue::new()?,
@@ -237,6 +243,20 @@ impl Driver {
             rx_completions: Vec::new(),
             sections_held: 0,
         })
+    }
+
+    /// Makes this (subchannel) driver a queue of the same NIC as `primary`: shared
+    /// receive buffer, features, link state and counters; its own share of the send
+    /// buffer.
+    pub(crate) fn join(&mut self, primary: &Driver, send: Option<SlotPool>) {
+        self.recv = primary.recv.clone();
+        self.send = send;
+        self.nvsp_version = primary.nvsp_version;
+        self.features = primary.features.clone();
+        self.link = primary.link.clone();
+        self.stats = primary.stats.clone();
+        self.mtu = primary.mtu;
+        self.max_pkt_per_msg = primary.max_pkt_per_msg;
     }
 
     fn trace_nvsp(&self, dir: Dir, m: &NvspMessage<'_>, bytes: &[u8]) {
@@ -467,7 +487,7 @@ impl Driver {
     fn on_completion(&mut self, id: u64, payload: &[u8]) {
         let index = (id & 0xFFFF_FFFF) as u32;
         let known = match id & tag::MASK {
-            tag::SECTION => self.send.as_mut().is_some_and(|(s, _)| s.release(index)),
+            tag::SECTION => self.send.as_mut().is_some_and(|s| s.release(index)),
             tag::STAGING => self.staging.release(index),
             tag::CONTROL => self.control.release(index),
             tag::REQUEST if self.outstanding.remove(&id) => {
@@ -724,7 +744,7 @@ impl Driver {
             self.stats.rx_tap_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let stats = &self.stats;
+        let stats: Counters<'_> = (&self.stats, &self.queue);
         let mut out = |cf: CoalescedFrame<'_>| {
             let mss = (cf.segments > 1).then_some(cf.mss);
             write_validated(tap, stats, cf.frame, mss);
@@ -751,7 +771,13 @@ impl Driver {
         };
         self.stats.rx_rsc_packets.fetch_add(1, Ordering::Relaxed);
         if !valid {
-            write_tap(tap, &self.stats, &VnetHdr::default(), frame, None);
+            write_tap(
+                tap,
+                (&self.stats, &self.queue),
+                &VnetHdr::default(),
+                frame,
+                None,
+            );
             return;
         }
         // The segment size the sender's path would have used: MTU less the headers.
@@ -764,13 +790,13 @@ impl Driver {
             (self.mtu as usize).checked_sub(headers).map(|m| m as u16)
         });
         let mss = mss.filter(|_| frame.len() > self.mtu as usize + 14);
-        write_validated(tap, &self.stats, frame, mss);
+        write_validated(tap, (&self.stats, &self.queue), frame, mss);
     }
 
     /// Ends a poll: frames GRO holds go to the kernel.
     fn flush_gro(&mut self) {
         let Some(tap) = &self.tap else { return };
-        let stats = &self.stats;
+        let stats: Counters<'_> = (&self.stats, &self.queue);
         self.gro.flush(&mut |cf: CoalescedFrame<'_>| {
             let mss = (cf.segments > 1).then_some(cf.mss);
             write_validated(tap, stats, cf.frame, mss);
@@ -998,6 +1024,10 @@ impl Driver {
             let mut hdr = [0u8; rndis_io::MAX_PACKET_HEADER];
             let hlen = rndis_io::packet_header(&mut hdr, &info, frame_len);
             self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
+            self.queue.tx_packets.fetch_add(1, Ordering::Relaxed);
+            self.queue
+                .tx_bytes
+                .fetch_add(frame_len as u64, Ordering::Relaxed);
             self.stats
                 .tx_bytes
                 .fetch_add(frame_len as u64, Ordering::Relaxed);
@@ -1110,7 +1140,7 @@ impl Driver {
             self.flush_section()?;
         }
         if self.open_section.is_none() {
-            let Some((pool, _)) = self.send.as_mut() else {
+            let Some(pool) = self.send.as_mut() else {
                 return Ok(false);
             };
             let Some(index) = pool.alloc() else {
@@ -1124,7 +1154,7 @@ impl Driver {
             });
         }
         let open = self.open_section.as_mut().expect("opened above");
-        let (pool, _) = self.send.as_ref().expect("has a send buffer");
+        let pool = self.send.as_ref().expect("has a send buffer");
         // The message length counts the pad, so the host can walk the batch (§4.7).
         let mut hdr = header.to_vec();
         rndis_io::set_message_length(&mut hdr, msg_len as u32);
@@ -1200,7 +1230,7 @@ impl Driver {
             let sends_out = self
                 .send
                 .as_ref()
-                .is_some_and(|(p, _)| p.free_count() < p.count() as usize)
+                .is_some_and(|p| p.free_count() < p.count() as usize)
                 || self.staging.free_count() < self.staging.count() as usize
                 || self.control.free_count() < self.control.count() as usize;
             if !sends_out && self.rx_completions.is_empty() && self.blocked.is_empty() {
@@ -1236,9 +1266,12 @@ impl Driver {
     }
 }
 
+/// The counters a received frame updates: the NIC's and its queue's.
+type Counters<'a> = (&'a GuestStats, &'a QueueStats);
+
 /// Writes a frame whose checksum the host validated, as a partial checksum the kernel
 /// trusts (and, with `mss`, as one GSO packet).
-fn write_validated(tap: &Tap, stats: &GuestStats, frame: &[u8], mss: Option<u16>) {
+fn write_validated(tap: &Tap, stats: Counters<'_>, frame: &[u8], mss: Option<u16>) {
     match crate::offload::validated_vnet(frame, mss) {
         Some((hdr, field, seed)) => write_tap(tap, stats, &hdr, frame, Some((field, seed))),
         None => write_tap(tap, stats, &VnetHdr::default(), frame, None),
@@ -1249,7 +1282,7 @@ fn write_validated(tap: &Tap, stats: &GuestStats, frame: &[u8], mss: Option<u16>
 /// replaces two bytes (the checksum field) on the way without touching the frame.
 fn write_tap(
     tap: &Tap,
-    stats: &GuestStats,
+    (stats, queue): Counters<'_>,
     vnet: &VnetHdr,
     frame: &[u8],
     patch: Option<(usize, [u8; 2])>,
@@ -1268,6 +1301,10 @@ fn write_tap(
         Ok(true) => {
             stats.rx_packets.fetch_add(1, Ordering::Relaxed);
             stats
+                .rx_bytes
+                .fetch_add(frame.len() as u64, Ordering::Relaxed);
+            queue.rx_packets.fetch_add(1, Ordering::Relaxed);
+            queue
                 .rx_bytes
                 .fetch_add(frame.len() as u64, Ordering::Relaxed);
         }

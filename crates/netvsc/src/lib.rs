@@ -34,7 +34,7 @@ use nvsp::NvspMessage;
 use nvsp::wire as nw;
 
 use crate::driver::{CommandQueue, Driver, LinkState};
-use crate::stats::GuestStats;
+use crate::stats::StatsView;
 use crate::tap::Tap;
 
 /// Errors of the guest driver.
@@ -122,8 +122,10 @@ pub struct GuestConfig {
     pub tx_sections: u32,
     /// Pages per ring, control page included (Linux: 1 + 128 data pages).
     pub ring_pages: u32,
-    /// Staging buffers for page-buffer sends.
+    /// Staging buffers for page-buffer sends, per queue.
     pub staging_slots: u32,
+    /// Queues (channels) to ask for; the host may grant fewer (1: single queue).
+    pub queues: u16,
     /// Trace sink.
     pub tracer: Option<Arc<Tracer>>,
 }
@@ -138,6 +140,7 @@ impl Default for GuestConfig {
             tx_sections: 170,
             ring_pages: 129,
             staging_slots: 64,
+            queues: 1,
             tracer: None,
         }
     }
@@ -168,6 +171,8 @@ pub struct NicInfo {
     pub tx_sections: u32,
     /// RNDIS: messages per send-buffer batch.
     pub max_pkt_per_msg: u32,
+    /// Queues (channels) in use: 1 + subchannels.
+    pub queues: u32,
     /// The NIC's VMBus instance GUID (ethtool's bus-info).
     pub instance_id: String,
     /// Offloads the host offered and the guest enabled.
@@ -178,18 +183,22 @@ pub struct NicInfo {
 /// A running guest NIC.
 pub struct Guest {
     client: Client,
-    channel: Option<OpenedChannel>,
+    /// The channels, the primary first, then the subchannels by index.
+    channels: Vec<OpenedChannel>,
     info: NicInfo,
-    stats: Arc<GuestStats>,
+    stats: StatsView,
     link: Arc<LinkState>,
-    commands: CommandQueue,
+    /// Each channel's command queue (the primary's carries RNDIS requests).
+    commands: Vec<CommandQueue>,
     features: Arc<offload::Features>,
     tap: Arc<Tap>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<Driver, GuestError>>>,
+    threads: Vec<JoinHandle<Result<Driver, GuestError>>>,
     next_request: Arc<AtomicU32>,
     tap_name: String,
     failure: Arc<Mutex<Option<String>>>,
+    recv_gpadl: u32,
+    send_gpadl: u32,
 }
 
 /// Why [`Guest::wait`] returned.
@@ -212,11 +221,11 @@ impl Guest {
         let recv_bytes = bringup::rx_buffer_bytes(config.rx_sections, 1728);
         let send_bytes =
             (config.tx_sections as usize * nw::SEND_SECTION_SIZE as usize).next_multiple_of(4096);
-        let memory_bytes = recv_bytes
-            + send_bytes
-            + 2 * config.ring_pages as usize * 4096
+        let per_queue = 2 * config.ring_pages as usize * 4096
             + config.staging_slots as usize * driver::STAGING_SLOT
-            + (1 << 20);
+            + 8 * 4096;
+        let memory_bytes =
+            recv_bytes + send_bytes + usize::from(config.queues.max(1)) * per_queue + (1 << 20);
         let memory = Arc::new(GuestMemory::new(memory_bytes)?);
         let mut client =
             Client::connect(&config.vmbus_socket, memory.clone(), config.tracer.clone())?;
@@ -259,7 +268,20 @@ impl Guest {
             &next_request,
         )?;
 
-        let tap = Tap::create(&config.ifname).map_err(GuestError::Tap)?;
+        let subchannels = bringup::open_subchannels(
+            &mut client,
+            &mut driver,
+            offer.instance_id,
+            config,
+            &memory,
+            &next_request,
+        )?;
+        info.queues = 1 + subchannels.len() as u32;
+
+        let mut taps = Tap::create_queues(&config.ifname, 1 + subchannels.len())
+            .map_err(GuestError::Tap)?
+            .into_iter();
+        let tap = taps.next().expect("at least one queue");
         tap.set_offload(driver.features.tun_flags())
             .map_err(GuestError::Tap)?;
         tap.set_mac(info.mac).map_err(GuestError::Tap)?;
@@ -280,34 +302,49 @@ impl Guest {
         let reply = driver.rndis_request(&set, id, "SET_C (packet filter)")?;
         rndis_io::expect_set_complete(&reply, "packet filter")?;
 
-        let stats = driver.stats.clone();
+        let recv_gpadl = driver.recv.as_ref().map_or(0, |r| r.gpadl);
+        let send_gpadl = driver.send_gpadl;
+        let stats = StatsView {
+            nic: driver.stats.clone(),
+            queues: std::iter::once(driver.queue.clone())
+                .chain(subchannels.iter().map(|(_, d)| d.queue.clone()))
+                .collect(),
+        };
         let link = driver.link.clone();
-        let commands = driver.commands.clone();
         let features = driver.features.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(Mutex::new(None));
-        let thread = {
+        let mut channels = vec![channel];
+        let mut drivers = vec![driver];
+        for (opened, mut d) in subchannels {
+            d.tap = taps.next();
+            channels.push(opened);
+            drivers.push(d);
+        }
+        let commands: Vec<CommandQueue> = drivers.iter().map(|d| d.commands.clone()).collect();
+        let mut threads = Vec::new();
+        for (q, driver) in drivers.into_iter().enumerate() {
             let stop = stop.clone();
             let failure = failure.clone();
-            std::thread::Builder::new()
-                .name(format!("netvsc-ch{}", offer.relid))
-                .spawn(move || {
-                    let stop2 = stop.clone();
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let mut d = driver;
-                        let r = d.run_until(stop2);
-                        r.map(|()| d)
-                    }))
-                    .unwrap_or_else(|_| Err(GuestError::Protocol("data path panicked".into())));
-                    if let Err(e) = &r {
-                        *failure.lock().unwrap() = Some(e.to_string());
-                    }
-                    r
-                })?
-        };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("netvsc-q{q}"))
+                    .spawn(move || {
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            let mut d = driver;
+                            d.run_until(stop).map(|()| d)
+                        }))
+                        .unwrap_or_else(|_| Err(GuestError::Protocol("data path panicked".into())));
+                        if let Err(e) = &r {
+                            *failure.lock().unwrap() = Some(format!("queue {q}: {e}"));
+                        }
+                        r
+                    })?,
+            );
+        }
         Ok(Self {
             client,
-            channel: Some(channel),
+            channels,
             info,
             stats,
             link,
@@ -315,10 +352,12 @@ impl Guest {
             features,
             tap: control_tap,
             stop,
-            thread: Some(thread),
+            threads,
             next_request,
             tap_name: config.ifname.clone(),
             failure,
+            recv_gpadl,
+            send_gpadl,
         })
     }
 
@@ -327,8 +366,8 @@ impl Guest {
         &self.info
     }
 
-    /// The driver's counters.
-    pub fn stats(&self) -> &Arc<GuestStats> {
+    /// The driver's counters, NIC-wide and per queue.
+    pub fn stats(&self) -> &StatsView {
         &self.stats
     }
 
@@ -350,7 +389,7 @@ impl Guest {
     /// A handle for run-time requests from other threads.
     pub fn control(&self) -> GuestControl {
         GuestControl {
-            commands: self.commands.clone(),
+            commands: self.commands[0].clone(),
             next_request: self.next_request.clone(),
             features: self.features.clone(),
             tap: self.tap.clone(),
@@ -371,7 +410,7 @@ impl Guest {
             match self.client.next_event(Duration::from_millis(200)) {
                 Ok(None) => {}
                 Ok(Some(Event::Rescind(relid)))
-                    if self.channel.as_ref().is_some_and(|c| c.relid == relid) =>
+                    if self.channels.first().is_some_and(|c| c.relid == relid) =>
                 {
                     return Exit::Rescinded;
                 }
@@ -383,53 +422,75 @@ impl Guest {
     }
 
     /// Stops the data path and tears the NIC down in the Linux driver's order (§4.14):
-    /// RNDIS HALT, revoke buffers, close the channel, tear GPADLs down, unload.
-    /// With `host_alive` false only local state is dropped.
+    /// RNDIS HALT, drain, revoke buffers, close subchannels then the primary, tear the
+    /// GPADLs down, unload. With `host_alive` false only local state is dropped.
     pub fn shutdown(mut self, host_alive: bool) -> Result<(), GuestError> {
         self.stop.store(true, Ordering::Release);
-        self.commands.wake();
-        let driver = match self.thread.take().map(|t| t.join()) {
-            Some(Ok(Ok(d))) => Some(d),
-            _ => None,
-        };
-        if let Some(tap) = driver.as_ref().and_then(|d| d.tap.as_ref()) {
+        for c in &self.commands {
+            c.wake();
+        }
+        let drivers: Vec<Option<Driver>> = self
+            .threads
+            .drain(..)
+            .map(|t| t.join().ok().and_then(Result::ok))
+            .collect();
+        if let Some(tap) = drivers
+            .first()
+            .and_then(|d| d.as_ref())
+            .and_then(|d| d.tap.as_ref())
+        {
             let _ = tap.set_carrier(false);
         }
-        if !host_alive {
+        if !host_alive || drivers.iter().any(Option::is_none) {
             return Ok(());
         }
-        let Some(mut driver) = driver else {
-            return Ok(());
-        };
+        let mut drivers: Vec<Driver> = drivers.into_iter().flatten().collect();
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let _ = driver.send_halt(id);
-        let _ = driver.drain(Duration::from_secs(2));
-        let _ = driver.send_nvsp(
+        let _ = drivers[0].send_halt(id);
+        for d in &mut drivers {
+            let _ = d.drain(Duration::from_secs(2));
+        }
+        let primary = &mut drivers[0];
+        let _ = primary.send_nvsp(
             &NvspMessage::RevokeReceiveBuffer(nw::RevokeBuffer {
                 id: U16::new(nw::RECEIVE_BUFFER_ID),
             }),
             false,
         );
-        let _ = driver.send_nvsp(
+        let _ = primary.send_nvsp(
             &NvspMessage::RevokeSendBuffer(nw::RevokeBuffer {
                 id: U16::new(nw::SEND_BUFFER_ID),
             }),
             false,
         );
-        let relid = driver.relid;
-        let recv = driver.recv.take();
-        let send = driver.send.take();
-        drop(driver);
-        if let Some(channel) = self.channel.take() {
-            self.client.close_channel(channel)?;
+        let relid = primary.relid;
+        let recv = drivers
+            .iter_mut()
+            .filter_map(|d| d.recv.take())
+            .collect::<Vec<_>>();
+        let sends = drivers
+            .iter_mut()
+            .filter_map(|d| d.send.take())
+            .collect::<Vec<_>>();
+        drop(drivers);
+        let mut channels = std::mem::take(&mut self.channels);
+        let primary_channel = channels.remove(0);
+        for sub in channels {
+            self.client.close_channel(sub)?;
         }
-        if let Some(r) = recv {
-            self.client.teardown_gpadl(relid, r.gpadl)?;
+        self.client.close_channel(primary_channel)?;
+        self.client.teardown_gpadl(relid, self.recv_gpadl)?;
+        if let Some(r) = recv
+            .into_iter()
+            .next()
+            .and_then(|r| Arc::try_unwrap(r).ok())
+        {
             self.client.memory().free(r.region);
         }
-        if let Some((pool, gpadl)) = send {
-            self.client.teardown_gpadl(relid, gpadl)?;
-            self.client.memory().free(pool.into_region());
+        self.client.teardown_gpadl(relid, self.send_gpadl)?;
+        let regions: Vec<_> = sends.into_iter().filter_map(|p| p.into_region()).collect();
+        for r in regions {
+            self.client.memory().free(r);
         }
         self.client.unload()?;
         Ok(())

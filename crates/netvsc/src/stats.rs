@@ -83,3 +83,45 @@ impl GuestStats {
         self.rx_sections_peak.fetch_max(now, Ordering::Relaxed);
     }
 }
+
+/// Counters of one queue (channel), with the Linux driver's per-queue names.
+#[derive(Default, Debug)]
+pub struct QueueStats {
+    /// Frames sent on this queue.
+    pub tx_packets: AtomicU64,
+    /// Bytes of those frames.
+    pub tx_bytes: AtomicU64,
+    /// Frames received on this queue.
+    pub rx_packets: AtomicU64,
+    /// Bytes of those frames.
+    pub rx_bytes: AtomicU64,
+}
+
+/// The NIC's counters and its queues', for `ethtool -S`.
+#[derive(Clone, Default, Debug)]
+pub struct StatsView {
+    /// NIC-wide counters.
+    pub nic: std::sync::Arc<GuestStats>,
+    /// Per-queue counters, queue 0 first.
+    pub queues: Vec<std::sync::Arc<QueueStats>>,
+}
+
+impl StatsView {
+    /// Name/value pairs: NIC-wide, then `tx_queue_N_*` and `rx_queue_N_*` per queue.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .nic
+            .snapshot()
+            .into_iter()
+            .map(|(k, x)| (k.to_owned(), x))
+            .collect();
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for (i, q) in self.queues.iter().enumerate() {
+            v.push((format!("tx_queue_{i}_packets"), g(&q.tx_packets)));
+            v.push((format!("tx_queue_{i}_bytes"), g(&q.tx_bytes)));
+            v.push((format!("rx_queue_{i}_packets"), g(&q.rx_packets)));
+            v.push((format!("rx_queue_{i}_bytes"), g(&q.rx_bytes)));
+        }
+        v
+    }
+}

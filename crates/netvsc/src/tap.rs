@@ -95,9 +95,23 @@ fn ioctl_err(what: &str) -> std::io::Error {
 }
 
 impl Tap {
+    /// Creates TAP `name` with `queues` queues (one handle each; several queues need
+    /// `IFF_MULTI_QUEUE`), in the calling thread's network namespace.
+    pub fn create_queues(name: &str, queues: usize) -> std::io::Result<Vec<Self>> {
+        if queues <= 1 {
+            return Ok(vec![Self::open(name, false)?]);
+        }
+        (0..queues).map(|_| Self::open(name, true)).collect()
+    }
+
     /// Creates (or attaches to) TAP `name` in the calling thread's network namespace,
     /// non-blocking, with a virtio-net header on every frame.
     pub fn create(name: &str) -> std::io::Result<Self> {
+        Self::open(name, false)
+    }
+
+    /// Opens one queue of TAP `name` (creating it if needed).
+    fn open(name: &str, multi_queue: bool) -> std::io::Result<Self> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -120,7 +134,14 @@ impl Tap {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let mut req = IfReqFlags {
             name: [0; libc::IFNAMSIZ],
-            flags: (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short,
+            flags: (libc::IFF_TAP
+                | libc::IFF_NO_PI
+                | libc::IFF_VNET_HDR
+                | if multi_queue {
+                    libc::IFF_MULTI_QUEUE
+                } else {
+                    0
+                }) as libc::c_short,
             _pad: [0; 22],
         };
         req.name[..name.len()].copy_from_slice(name.as_bytes());

@@ -1051,7 +1051,7 @@ fn have_root() -> bool {
 #[derive(Debug)]
 struct Up {
     info: NicInfo,
-    stats: HashMap<&'static str, u64>,
+    stats: HashMap<String, u64>,
     /// Whether the data path was still running at the end.
     alive: bool,
 }
@@ -1120,6 +1120,7 @@ fn run_case_with(case: Case, after: fn(&mut Guest, &Shared)) -> Outcome {
         tx_sections: 16,
         ring_pages: 33,
         staging_slots: 4,
+        queues: 1,
         tracer: None,
     };
     let (tx, rx) = std::sync::mpsc::channel();

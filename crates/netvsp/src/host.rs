@@ -32,6 +32,9 @@ pub struct HostConfig {
     pub profile: HostProfile,
     /// Trace sink for every VM's control messages.
     pub tracer: Option<Arc<Tracer>>,
+    /// Queues each NIC offers (primary + subchannels, 1..=64;
+    /// [`crate::queues::DEFAULT_QUEUES`] by default).
+    pub queues: u16,
 }
 
 struct Vm {
@@ -63,6 +66,7 @@ impl Host {
                     instance_id: instance_guid(&spec.name, i as u32),
                     // 100 Gbit/s, in 100 bit/s units, as Azure reports for accelerated NICs.
                     link_speed: 1_000_000_000,
+                    queues: config.queues,
                     tracer: config.tracer.clone(),
                 },
                 switch.clone(),

@@ -4,13 +4,16 @@
 //! In ARCHITECTURE.md's picture this crate is the host process: per VM a VMBus endpoint
 //! (from the `vmbus` crate's server) offering one synthetic NIC; per NIC the NVSP server,
 //! the RNDIS device and the receive-buffer sections; and the switch that forwards frames
-//! between NICs by destination MAC. The host treats every guest byte as hostile.
+//! between NICs by destination MAC. With NVSP 5 and later a NIC offers subchannels and
+//! spreads received frames over them by RSS. The host treats every guest byte as hostile.
 
 pub mod host;
 pub mod nic;
 pub mod offload;
 pub mod profile;
+pub mod queues;
 pub mod rndis_dev;
+pub mod rss;
 pub mod rx_buffer;
 pub mod stats;
 mod trace;

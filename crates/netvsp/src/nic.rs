@@ -6,6 +6,14 @@
 //! primary channel; data (NVSP 107 carrying RNDIS) on any channel. Frames for the guest
 //! come from the switch on other NICs' threads and are posted on the guest's inbound
 //! ring under that queue's lock.
+//!
+//! Multi-queue (NVSP 5 and later): the guest asks for subchannels on the primary
+//! (NVSP 133); the host grants up to its configured queue count less one, completes the
+//! request, then has the VMBus server offer them. Each opened subchannel gets its queue
+//! and thread; once all are open the host sends the send indirection table (134) on the
+//! primary. With RSS on (OID_GEN_RECEIVE_SCALE_PARAMETERS) each frame for the guest goes
+//! to the queue its Toeplitz hash selects, with the hash in its per-packet info;
+//! control replies and status indications always go on queue 0 (PROTOCOL.md §9.2).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +36,9 @@ use nvsp::wire as nw;
 
 use crate::offload::{self, OffloadState, flag};
 use crate::profile::HostProfile;
+use crate::queues::{QueueTable, SubchannelError};
 use crate::rndis_dev::{self, RndisState};
+use crate::rss::{Rss, RssConfig, Steering};
 use crate::rx_buffer::{Purpose, ReceiveBuffer};
 use crate::stats::NicStats;
 use crate::vswitch::{DeliveryBatch, Frame, PortId, PortSink, Switch};
@@ -54,8 +64,18 @@ pub struct NicConfig {
     pub instance_id: Guid,
     /// Link speed reported, in 100 bit/s units.
     pub link_speed: u32,
+    /// Queues offered with NVSP 5 and later: the primary plus up to `queues − 1`
+    /// subchannels (clamped to 1..=64; [`crate::queues::DEFAULT_QUEUES`] by default).
+    pub queues: u16,
     /// Trace sink, if tracing.
     pub tracer: Option<Arc<Tracer>>,
+}
+
+impl NicConfig {
+    /// The queue count in force: `queues` clamped to 1..=[`crate::queues::MAX_QUEUES`].
+    pub fn queue_count(&self) -> u16 {
+        self.queues.clamp(1, crate::queues::MAX_QUEUES as u16)
+    }
 }
 
 /// A queue: the host-to-guest ring of one channel.
@@ -109,7 +129,10 @@ pub(crate) struct Session {
     pub(crate) nvsp: Mutex<NvspState>,
     pub(crate) recv: RwLock<Option<Arc<ReceiveBuffer>>>,
     pub(crate) send: RwLock<Option<(Arc<GpadlMapping>, u32)>>,
-    pub(crate) queues: RwLock<Vec<Arc<Queue>>>,
+    /// Queue `i` = channel with `sub_channel_index` `i`; empty slots fall back to 0.
+    pub(crate) queues: RwLock<QueueTable<Queue>>,
+    /// RSS as the guest set it (off until it does).
+    pub(crate) rss: Rss,
     pub(crate) rndis: Mutex<RndisState>,
     /// RNDIS initialized, a packet filter set and not halted: frames may be posted.
     pub(crate) ready: AtomicBool,
@@ -136,31 +159,28 @@ impl Session {
     /// receive-buffer section. Returns false (nothing posted) if no section or no ring
     /// space.
     pub(crate) fn post(&self, q: usize, purpose: Purpose, parts: &[&[u8]]) -> bool {
-        self.post_messages(q, purpose, &[parts])
+        self.post_messages(q, purpose, &[parts]).is_some()
     }
 
     /// Posts several RNDIS messages (each given as pieces) as one transfer-page packet,
-    /// one section and one range each; all or nothing.
-    pub(crate) fn post_messages(&self, q: usize, purpose: Purpose, messages: &[&[&[u8]]]) -> bool {
-        let Some(recv) = self.recv.read().unwrap().clone() else {
-            return false;
-        };
+    /// one section and one range each; all or nothing. The packet goes on queue `q`, or
+    /// on queue 0 if `q` is not open; returns the queue used, None if nothing was posted.
+    pub(crate) fn post_messages(
+        &self,
+        q: usize,
+        purpose: Purpose,
+        messages: &[&[&[u8]]],
+    ) -> Option<usize> {
+        let recv = self.recv.read().unwrap().clone()?;
         let queues = self.queues.read().unwrap();
-        let Some(queue) = queues.get(q).or_else(|| queues.first()) else {
-            return false;
-        };
+        let (used, queue) = queues.pick(q)?;
         let mut sections = Vec::with_capacity(messages.len());
-        if recv
-            .lend_group(purpose, &mut sections, messages.len())
-            .is_none()
-        {
-            return false;
-        }
+        recv.lend_group(purpose, &mut sections, messages.len())?;
         let mut ranges = Vec::with_capacity(messages.len());
         for (m, &section) in messages.iter().zip(&sections) {
             if !recv.fill(section, m) {
                 recv.unlend(sections[0]);
-                return false;
+                return None;
             }
             let len: usize = m.iter().map(|p| p.len()).sum();
             ranges.push(TransferPageRange {
@@ -192,30 +212,33 @@ impl Session {
         };
         if queue.write(&pkt).is_err() {
             recv.unlend(sections[0]);
-            return false;
+            return None;
         }
-        true
+        Some(used)
     }
 
-    /// Posts one received frame with its per-packet info.
-    fn post_frame(&self, info: &rndis::PacketInfo, frame: &[u8]) -> bool {
+    /// Posts one received frame with its per-packet info on queue `q` (or 0); returns
+    /// the queue used.
+    fn post_frame(&self, q: usize, info: &rndis::PacketInfo, frame: &[u8]) -> Option<usize> {
         let mut header = [0u8; rndis_dev::MAX_PACKET_HEADER];
-        let Some(hlen) = rndis_dev::packet_header(&mut header, info, frame.len()) else {
-            return false;
-        };
-        self.post(0, Purpose::Data, &[&header[..hlen], frame])
+        let hlen = rndis_dev::packet_header(&mut header, info, frame.len())?;
+        self.post_messages(q, Purpose::Data, &[&[&header[..hlen], frame]])
     }
 
-    /// Passes an LSO super-frame on as one RSC packet: pieces in consecutive sections,
-    /// each a full RNDIS PACKET with PKTINFO_ID, checksums left stale (§8.4, §10).
-    fn post_rsc(&self, frame: &[u8], pkt_id: u16) -> bool {
-        let Some(recv) = self.recv.read().unwrap().clone() else {
-            return false;
-        };
-        // Fix the IP length fields the guest's LSO form left zero.
-        let Ok(parsed) = netpkt::frame::parse_lso_frame(frame) else {
-            return false;
-        };
+    /// Passes an LSO super-frame on as one RSC packet on queue `q` (or 0): pieces in
+    /// consecutive sections, each a full RNDIS PACKET with PKTINFO_ID, checksums left
+    /// stale; the first piece carries the hash, if any (§8.4, §10). Returns the queue
+    /// used.
+    fn post_rsc(
+        &self,
+        q: usize,
+        frame: &[u8],
+        parsed: &netpkt::frame::FrameInfo,
+        pkt_id: u16,
+        steering: Option<Steering>,
+    ) -> Option<usize> {
+        let recv = self.recv.read().unwrap().clone()?;
+        let parsed = *parsed;
         let l3 = parsed.l3_offset;
         let mut head = frame[..parsed.l4_offset.unwrap_or(l3).min(frame.len())].to_vec();
         let v6 = match parsed.l3 {
@@ -229,14 +252,20 @@ impl Session {
                 head[l3 + 4..l3 + 6].copy_from_slice(&payload.to_be_bytes());
                 true
             }
-            netpkt::frame::L3::Other => return false,
+            netpkt::frame::L3::Other => return None,
         };
         let rest = &frame[head.len()..];
         let piece_room = recv.section_size() as usize - rndis_dev::RSC_PIECE_HEADER;
-        let first_room = piece_room.saturating_sub(head.len());
+        // The first piece's header also carries the two hash PPIs.
+        let hash_ppis = if steering.is_some() {
+            rndis_dev::HASH_PPIS
+        } else {
+            0
+        };
+        let first_room = piece_room.saturating_sub(head.len() + hash_ppis);
         let pieces = 1 + rest.len().saturating_sub(first_room).div_ceil(piece_room);
         if pieces > rndis_dev::MAX_RSC_PIECES || first_room == 0 {
-            return false;
+            return None;
         }
         use rndis::ppi::{PktInfoId, RxChecksumInfo as R};
         let csum = if v6 {
@@ -257,15 +286,16 @@ impl Session {
             if i == pieces - 1 {
                 flag |= PktInfoId::LAST_FRAG;
             }
+            let first = (i == 0).then_some(());
             let info = rndis::PacketInfo {
-                checksum: (i == 0).then_some(csum),
+                checksum: first.map(|()| csum),
+                hash_value: first.and(steering).map(|s| s.hash),
+                hash_info: first.and(steering).map(|s| s.hash_info),
                 pktinfo_id: Some(PktInfoId::new(flag, pkt_id)),
                 ..Default::default()
             };
             let data_len = end - at + if i == 0 { head.len() } else { 0 };
-            let Some(hlen) = rndis_dev::packet_header(h, &info, data_len) else {
-                return false;
-            };
+            let hlen = rndis_dev::packet_header(h, &info, data_len)?;
             spans.push((hlen, at, end));
             at = end;
         }
@@ -282,7 +312,7 @@ impl Session {
             })
             .collect();
         let refs: Vec<&[&[u8]]> = messages.iter().map(Vec::as_slice).collect();
-        self.post_messages(0, Purpose::Data, &refs)
+        self.post_messages(q, Purpose::Data, &refs)
     }
 }
 
@@ -290,6 +320,44 @@ impl Session {
 pub(crate) struct NicPort {
     pub(crate) session: RwLock<Option<Arc<Session>>>,
     pub(crate) stats: Arc<NicStats>,
+}
+
+impl NicPort {
+    /// Counts a frame posted on queue `q` (or dropped for want of a section or ring
+    /// space when `q` is None); `wanted` is the queue RSS chose.
+    #[inline]
+    fn count(&self, posted: Option<usize>, wanted: usize, bytes: usize) -> bool {
+        let st = &self.stats;
+        let Some(q) = posted else {
+            st.rx_dropped_no_section.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        st.rx_packets.fetch_add(1, Ordering::Relaxed);
+        st.rx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        st.rx_queue_packets.add(q, 1);
+        st.rx_queue_bytes.add(q, bytes as u64);
+        if q != wanted {
+            st.rx_queue_fallback.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Hashes a frame under the guest's RSS configuration: the queue it goes to and the
+    /// hash PPIs it carries (queue 0 and none when RSS is off or nothing is hashed).
+    #[inline]
+    fn steer(
+        &self,
+        rss: Option<&RssConfig>,
+        parsed: Option<&netpkt::frame::FrameInfo>,
+    ) -> (usize, Option<Steering>) {
+        match rss.zip(parsed).and_then(|(r, p)| r.steer(p)) {
+            Some(s) => {
+                self.stats.rx_rss_hashed.fetch_add(1, Ordering::Relaxed);
+                (s.queue, Some(s))
+            }
+            None => (0, None),
+        }
+    }
 }
 
 impl PortSink for NicPort {
@@ -306,30 +374,33 @@ impl PortSink for NicPort {
             return false;
         }
         let flags = s.offload.flags();
-        let count = |ok: bool, packets: u64, bytes: usize| {
-            if ok {
-                self.stats.rx_packets.fetch_add(packets, Ordering::Relaxed);
-                self.stats
-                    .rx_bytes
-                    .fetch_add(bytes as u64, Ordering::Relaxed);
-            } else {
-                self.stats
-                    .rx_dropped_no_section
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            ok
-        };
+        let rss = s.rss.current();
         let Some(mss) = frame.lso_mss else {
-            let csum = offload::rx_checksum(flags, frame.bytes, frame.checksum_good);
+            let parsed = offload::parse(frame.bytes);
+            let (q, steering) = self.steer(rss.as_deref(), parsed.as_ref());
             let info = rndis::PacketInfo {
-                checksum: csum,
+                checksum: parsed.as_ref().and_then(|p| {
+                    offload::rx_checksum_parsed(flags, frame.bytes, p, frame.checksum_good)
+                }),
+                hash_value: steering.map(|s| s.hash),
+                hash_info: steering.map(|s| s.hash_info),
                 ..Default::default()
             };
-            return count(s.post_frame(&info, frame.bytes), 1, frame.bytes.len());
+            let posted = s.post_frame(q, &info, frame.bytes);
+            return self.count(posted, q, frame.bytes.len());
         };
+        // An LSO super-frame: one flow, so one hash and one queue for all of it.
+        let Ok(parsed) = netpkt::frame::parse_lso_frame(frame.bytes) else {
+            self.stats
+                .rx_dropped_bad_lso
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        let (q, steering) = self.steer(rss.as_deref(), Some(&parsed));
         if flags & flag::RSC != 0 {
             let id = self.stats.rx_rsc_packets.fetch_add(1, Ordering::Relaxed) as u16;
-            return count(s.post_rsc(frame.bytes, id), 1, frame.bytes.len());
+            let posted = s.post_rsc(q, frame.bytes, &parsed, id, steering);
+            return self.count(posted, q, frame.bytes.len());
         }
         // The receiver takes MTU-sized frames only: segment (§8.3).
         let Ok(plan) = netpkt::lso::LsoPlan::new_gso(frame.bytes, mss) else {
@@ -349,9 +420,11 @@ impl PortSink for NicPort {
             };
             let info = rndis::PacketInfo {
                 checksum: offload::rx_checksum(flags, &seg[..n], true),
+                hash_value: steering.map(|s| s.hash),
+                hash_info: steering.map(|s| s.hash_info),
                 ..Default::default()
             };
-            all &= count(s.post_frame(&info, &seg[..n]), 1, n);
+            all &= self.count(s.post_frame(q, &info, &seg[..n]), q, n);
         }
         self.stats.rx_lso_segmented.fetch_add(1, Ordering::Relaxed);
         all
@@ -437,6 +510,42 @@ impl Nic {
             .is_some_and(|s| s.ready.load(Ordering::Relaxed))
     }
 
+    /// Sends the send indirection table (NVSP 134, in-band, no completion) on the
+    /// primary once every granted subchannel is open (PROTOCOL.md §4.11 decision).
+    fn send_indirection_table(&self, session: &Session) {
+        let (channels, primary) = {
+            let queues = session.queues.read().unwrap();
+            (queues.channels(), queues.pick(0).map(|(_, q)| q.clone()))
+        };
+        let Some(primary) = primary else {
+            return;
+        };
+        let msg = crate::queues::send_table_message(channels as u32);
+        if let Some(t) = &self.config.tracer
+            && let Ok(m) = NvspMessage::parse(&msg)
+        {
+            t.record(
+                Dir::Tx,
+                primary.relid,
+                "nvsp",
+                m.name(),
+                m.fields_json(),
+                &msg,
+            );
+        }
+        let pkt = OutgoingPacket {
+            packet_type: PacketType::DATA_INBAND,
+            flags: 0,
+            transaction_id: 0,
+            header: &[],
+            payload: &[&msg],
+        };
+        if let Err(e) = primary.write(&pkt) {
+            tracing::warn!(nic = %self.config.name, "send indirection table not sent: {e}");
+        }
+        primary.flush();
+    }
+
     /// Tells the guest the link went up or down (RNDIS media status indication).
     pub fn set_link(&self, up: bool) {
         self.stats.link_down.store(!up, Ordering::Relaxed);
@@ -471,21 +580,25 @@ impl Device for Nic {
             }),
             signal: request.host_to_guest,
         });
-        let session = if request.sub_channel_index == 0 {
+        let index = request.sub_channel_index;
+        let (session, all_open) = if index == 0 {
             let s = Arc::new(Session {
                 connection: request.connection.clone(),
                 nvsp: Mutex::default(),
                 recv: RwLock::new(None),
                 send: RwLock::new(None),
-                queues: RwLock::new(vec![queue.clone()]),
+                queues: RwLock::new(QueueTable::new(queue.clone())),
+                rss: Rss::default(),
                 rndis: Mutex::default(),
                 ready: AtomicBool::new(false),
                 filter: Default::default(),
                 offload: OffloadState::default(),
             });
             *self.port.session.write().unwrap() = Some(s.clone());
-            s
+            self.stats.subchannels_granted.store(0, Ordering::Relaxed);
+            (s, false)
         } else {
+            // Offers may be opened in any order: each takes its own slot.
             let s = self
                 .port
                 .session
@@ -493,14 +606,13 @@ impl Device for Nic {
                 .unwrap()
                 .clone()
                 .ok_or("subchannel opened without a primary")?;
-            let mut queues = s.queues.write().unwrap();
-            let index = request.sub_channel_index as usize;
-            if index != queues.len() {
-                return Err(format!("subchannel {index} opened out of order"));
-            }
-            queues.push(queue.clone());
-            drop(queues);
-            s
+            let all_open = s
+                .queues
+                .write()
+                .unwrap()
+                .open(index, queue.clone())
+                .map_err(|e| e.to_string())?;
+            (s, all_open)
         };
         let stop = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(EventFd::new().map_err(|e| e.to_string())?);
@@ -511,7 +623,7 @@ impl Device for Nic {
                 port_id: self.port_id,
                 stats: self.stats.clone(),
             },
-            session,
+            session: session.clone(),
             queue,
             reader,
             _mapping: mapping,
@@ -521,19 +633,32 @@ impl Device for Nic {
             primary: request.sub_channel_index == 0,
         };
         let relid = request.relid;
-        let thread = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("{}-ch{}", self.config.name, relid))
-            .spawn(move || ctx.run())
-            .map_err(|e| e.to_string())?;
+            .spawn(move || ctx.run());
+        let thread = match spawned {
+            Ok(t) => t,
+            Err(e) => {
+                if index == 0 {
+                    self.port.session.write().unwrap().take();
+                } else {
+                    session.queues.write().unwrap().close(index);
+                }
+                return Err(e.to_string());
+            }
+        };
         self.workers.lock().unwrap().insert(
             relid,
             Worker {
                 stop,
                 wake,
                 thread: Some(thread),
-                sub_channel_index: request.sub_channel_index,
+                sub_channel_index: index,
             },
         );
+        if all_open {
+            self.send_indirection_table(&session);
+        }
         Ok(())
     }
 
@@ -541,29 +666,44 @@ impl Device for Nic {
         let Some(mut w) = self.workers.lock().unwrap().remove(&relid) else {
             return;
         };
+        // Delivery stops using the queue before its thread and ring go away.
+        let ended = if w.sub_channel_index == 0 {
+            // The primary's close ends the NIC's NVSP/RNDIS state; buffers are revoked,
+            // the queue table and RSS go with it (the server rescinds the subchannels).
+            let s = self.port.session.write().unwrap().take();
+            if let Some(s) = &s {
+                s.ready.store(false, Ordering::Release);
+                s.queues.write().unwrap().clear();
+                s.rss.clear();
+            }
+            self.stats.subchannels_granted.store(0, Ordering::Relaxed);
+            s
+        } else {
+            // A subchannel's close empties its slot: its frames go to queue 0.
+            if let Some(s) = self.port.session.read().unwrap().as_ref() {
+                s.queues.write().unwrap().close(w.sub_channel_index);
+            }
+            None
+        };
         w.stop.store(true, Ordering::Release);
         w.wake.signal();
         if let Some(t) = w.thread.take() {
             let _ = t.join();
         }
-        if w.sub_channel_index == 0 {
-            // The primary's close ends the NIC's NVSP/RNDIS state; buffers are revoked.
-            if let Some(s) = self.port.session.write().unwrap().take() {
-                s.ready.store(false, Ordering::Release);
-                s.recv.write().unwrap().take();
-                s.send.write().unwrap().take();
-                s.queues.write().unwrap().clear();
-                s.connection.gpadl_released();
-            }
-        } else if let Some(s) = self.port.session.read().unwrap().as_ref() {
-            s.queues.write().unwrap().retain(|q| q.relid != relid);
+        if let Some(s) = ended {
+            s.recv.write().unwrap().take();
+            s.send.write().unwrap().take();
+            s.connection.gpadl_released();
         }
     }
 
     fn disconnected(&self) {
         if let Some(s) = self.port.session.write().unwrap().take() {
             s.ready.store(false, Ordering::Release);
+            s.queues.write().unwrap().clear();
+            s.rss.clear();
         }
+        self.stats.subchannels_granted.store(0, Ordering::Relaxed);
         self.stats.guest_disconnects.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -994,16 +1134,43 @@ impl ChannelContext {
                 Ok(())
             }
             NvspMessage::SubchannelRequest(r) => {
-                // Multi-queue arrives with its own issue; until then one queue is granted
-                // none, which the guest handles as single-queue (§4.12).
-                let _ = r;
+                // §4.12: grant min(n, queues − 1), complete, and only then offer.
+                let result = {
+                    let mut table = self.session.queues.write().unwrap();
+                    let result = crate::queues::grant_subchannels(
+                        version.unwrap_or(0),
+                        r.op.get(),
+                        r.num_subchannels.get(),
+                        self.nic.config.queue_count(),
+                        table.granted(),
+                    );
+                    if let Ok(n) = result {
+                        table.grant(n);
+                    }
+                    result
+                };
+                let (status, granted) = match result {
+                    Ok(n) => (nvsp::status::SUCCESS, n),
+                    Err(_) => (nvsp::status::FAIL, 0),
+                };
                 self.complete(
                     id,
                     &NvspMessage::SubchannelComplete(nw::SubchannelComplete {
-                        status: U32::new(nvsp::status::SUCCESS),
-                        num_subchannels: U32::ZERO,
+                        status: U32::new(status),
+                        num_subchannels: U32::new(u32::from(granted)),
                     }),
                 );
+                let granted = result.map_err(|e: SubchannelError| ProtocolError(e.to_string()))?;
+                self.nic
+                    .stats
+                    .subchannels_granted
+                    .store(u32::from(granted), Ordering::Relaxed);
+                // Publish the completion before the offers: Linux ignores offers beyond
+                // the count it has not yet read.
+                self.queue.flush();
+                if granted > 0 {
+                    self.session.connection.offer_subchannels(granted);
+                }
                 Ok(())
             }
             NvspMessage::SwitchDataPath(_) => {

@@ -203,7 +203,16 @@ pub fn prepare_tx(frame: &mut [u8], info: &PacketInfo) -> Result<TxResult, Strin
 /// The RX checksum PPI for a frame delivered to a guest with `flags`, or None if the
 /// guest validates that class itself. `known_good` skips the verification.
 pub fn rx_checksum(flags: u32, frame: &[u8], known_good: bool) -> Option<u32> {
-    let info = parse_frame(frame).ok()?;
+    rx_checksum_parsed(flags, frame, &parse_frame(frame).ok()?, known_good)
+}
+
+/// As [`rx_checksum`], for a frame the caller already parsed into `info`.
+pub fn rx_checksum_parsed(
+    flags: u32,
+    frame: &[u8],
+    info: &FrameInfo,
+    known_good: bool,
+) -> Option<u32> {
     if info.l3.is_fragment() {
         return None;
     }
@@ -241,7 +250,7 @@ pub fn rx_checksum(flags: u32, frame: &[u8], known_good: bool) -> Option<u32> {
     if known_good {
         return Some(ok);
     }
-    match netpkt::checksum::verify_l4_checksum_parsed(frame, &info) {
+    match netpkt::checksum::verify_l4_checksum_parsed(frame, info) {
         Ok(ChecksumStatus::Valid) => Some(ok),
         // No checksum to check (UDP/IPv4 with 0): let the guest decide.
         Ok(ChecksumStatus::Absent) => None,

@@ -21,6 +21,7 @@ use rndis::ppi::PacketInfo;
 use vmbus::trace::Dir;
 
 use crate::nic::{NicConfig, NicRef, ProtocolError, Session};
+use crate::rss::RssError;
 use crate::rx_buffer::Purpose;
 use crate::vswitch::{DeliveryBatch, Frame};
 
@@ -56,6 +57,8 @@ pub fn filter_accepts(filter: u32, frame: &[u8]) -> bool {
 
 /// Header bytes of one RSC piece: PACKET header with a checksum PPI and PKTINFO_ID.
 pub const RSC_PIECE_HEADER: usize = rndis::packet::PACKET_MIN_MESSAGE_SIZE + 2 * 16;
+/// Bytes the hash PPIs (NBL_HASH_VALUE and hash info) add to a PACKET header.
+pub const HASH_PPIS: usize = 2 * rndis::ppi::U32_PPI_SIZE;
 /// Most pieces one RSC packet may carry (Linux `NVSP_RSC_MAX`).
 pub const MAX_RSC_PIECES: usize = 562;
 
@@ -315,6 +318,17 @@ fn query(nic: &NicRef, session: &Session, oid: u32, request: &[u8]) -> (u32, Vec
                 _ => (rndis::status::BUFFER_OVERFLOW, Vec::new()),
             }
         }
+        oid::GEN_RECEIVE_SCALE_CAPABILITIES => {
+            // §7.4: only with subchannels (NVSP ≥ 5); the answer must fit the request.
+            if session.nvsp_version() < nvsp::version::V5 {
+                return (rndis::status::NOT_SUPPORTED, Vec::new());
+            }
+            let caps = rndis::rss::RssCapabilities::host(u32::from(nic.config.queue_count()));
+            if !request.is_empty() && request.len() < rndis::rss::RSS_CAPABILITIES_SIZE {
+                return (rndis::status::BUFFER_OVERFLOW, Vec::new());
+            }
+            ok(caps.as_bytes().to_vec())
+        }
         oid::GEN_FRIENDLY_NAME => {
             // UTF-16LE, NUL-terminated (Linux's buffer is not zeroed), within the request.
             let mut d: Vec<u8> = "Microsoft Hyper-V Network Adapter"
@@ -354,6 +368,32 @@ fn set(nic: &NicRef, session: &Session, oid: u32, data: &[u8]) -> u32 {
             tracing::debug!(nic = %nic.config.name, flags = session.offload.flags(), status, "offload parameters");
             status
         }
+        oid::GEN_RECEIVE_SCALE_PARAMETERS => match set_rss(nic, session, data) {
+            Ok(enabled) => {
+                tracing::debug!(nic = %nic.config.name, enabled, "RSS parameters");
+                rndis::status::SUCCESS
+            }
+            Err(e) => {
+                nic.stats
+                    .rss_parameters_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(nic = %nic.config.name, "RSS parameters refused: {e}");
+                match e {
+                    RssError::NvspTooOld { .. } => rndis::status::NOT_SUPPORTED,
+                    RssError::Parameters(_) => rndis::status::INVALID_DATA,
+                }
+            }
+        },
         _ => rndis::status::NOT_SUPPORTED,
     }
+}
+
+/// Applies OID_GEN_RECEIVE_SCALE_PARAMETERS (§7.5) to the session; returns whether RSS is
+/// now on.
+fn set_rss(nic: &NicRef, session: &Session, data: &[u8]) -> Result<bool, RssError> {
+    let version = session.nvsp_version();
+    if version < nvsp::version::V5 {
+        return Err(RssError::NvspTooOld { version });
+    }
+    session.rss.apply(data, u32::from(nic.config.queue_count()))
 }

@@ -85,6 +85,7 @@ impl Lab {
             vms,
             profile,
             tracer: None,
+            queues: netvsp::queues::DEFAULT_QUEUES,
         })
         .expect("start the host");
         Lab {

@@ -706,6 +706,8 @@ impl<'s> ConnectionLoop<'s> {
                 let c = self.channels.get_mut(&sub).expect("listed");
                 c.open = false;
                 c.rescinded = true;
+                // Its ring is no longer in use: a teardown is answered at once (§3.4 rule 8).
+                c.ring_gpadl = None;
                 self.send(&ChannelMessage::RescindChannelOffer(ChannelRelid {
                     child_relid: U32::new(sub),
                 }))?;
