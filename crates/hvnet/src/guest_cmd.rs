@@ -64,7 +64,7 @@ pub fn run(args: GuestArgs) -> Result<i32> {
         tracer,
         ..Default::default()
     };
-    let mut guest = Guest::start(&config).context("bring the synthetic NIC up")?;
+    let guest = Guest::start(&config).context("bring the synthetic NIC up")?;
     // The largest TSO frame the host takes (Linux: netif_set_tso_max_size); larger GSO
     // frames would be segmented in software.
     let o = guest.control().offloads();
@@ -87,81 +87,183 @@ pub fn run(args: GuestArgs) -> Result<i32> {
     }
     let ctl_path = ctl::guest_socket(&args.dir.run_dir, &args.dir.lab, &args.vm);
     {
-        let info = guest.info().clone();
-        let stats = guest.stats().clone();
+        let shared_info = guest.info_shared();
+        let stats = guest.stats();
         let link = guest.link_state();
         let control = guest.control();
         let ifname = args.ifname.clone();
-        let handler = move |req: &Value| match req.get("cmd").and_then(Value::as_str) {
-            Some("status") => json!({
-                "ifname": ifname,
-                "link_up": link.up.load(std::sync::atomic::Ordering::Relaxed),
-                "mac": format_mac(info.mac),
-                "info": info,
-            }),
-            Some("stats") => {
-                let mut m = serde_json::Map::new();
-                for (k, v) in stats.snapshot() {
-                    m.insert(k, v.into());
-                }
-                Value::Object(m)
-            }
-            Some("rss") if info.queues > 1 => json!({
-                // What bring-up sent (§7.5): the default key, table i mod queues.
-                "key": rndis::rss::DEFAULT_KEY.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-                "table": (0..128).map(|i| i % info.queues).collect::<Vec<u32>>(),
-                "hash_info": rndis::rss::hash::LINUX,
-                "queues": info.queues,
-            }),
-            Some("rss") => json!({"error": "single queue: no RSS configuration"}),
-            Some("info") => json!({
-                "driver": "hv_netvsc",
-                "version": env!("CARGO_PKG_VERSION"),
-                "firmware": "N/A",
-                "bus_info": info.instance_id,
-                "nvsp_version": nvsp_version_name(info.nvsp_version),
-                "ndis_version": format!("{}.{}", info.ndis_version.0, info.ndis_version.1),
-                "vmbus_version": format!("{}.{}", info.vmbus_version >> 16, info.vmbus_version & 0xffff),
-                "host_profile": host_profile_of(info.vmbus_version),
-                "ifname": ifname,
-            }),
-            Some("features") => {
-                let mut m = serde_json::Map::new();
-                for (name, st) in control.features() {
-                    m.insert(name.into(), json!({"on": st.on, "fixed": st.fixed}));
-                }
-                let o = control.offloads();
-                json!({
-                    "ifname": ifname,
-                    "features": m,
-                    "negotiated": {
-                        "tx_csum_tcp4": o.tx_csum_v4,
-                        "tx_csum_udp4": o.udp_csum_v4,
-                        "tx_csum_tcp6": o.tx_csum_v6,
-                        "tx_csum_udp6": o.udp_csum_v6,
-                        "tso4": o.tso_v4,
-                        "tso6": o.tso_v6,
-                        "rsc": o.rsc,
-                    },
-                })
-            }
-            Some("set_features") => set_features(&control, req),
-            other => json!({"error": format!("unknown command {other:?}")}),
+        let handler = move |req: &Value| {
+            let info = shared_info.lock().unwrap().clone();
+            handle(&control, &info, &stats, &link, &ifname, req)
         };
         ctl::serve(&ctl_path, Arc::new(handler))?;
     }
     let info = guest.info();
     eprintln!(
-        "hvnet guest {}: {} up, MAC {}, NVSP {:#x}, VMBus {:#x}, link {}",
+        "hvnet guest {}: {} up, MAC {}, NVSP {:#x}, VMBus {:#x}, link {}, {} queue(s)",
         args.vm,
         args.ifname,
         format_mac(info.mac),
         info.nvsp_version,
         info.vmbus_version,
-        if guest.link_up() { "up" } else { "down" }
+        if guest.link_up() { "up" } else { "down" },
+        info.queues
     );
+    finish(guest, &args, &ctl_path)
+}
+
+/// Answers one control request.
+fn handle(
+    control: &netvsc::GuestControl,
+    info: &netvsc::NicInfo,
+    stats: &std::sync::Mutex<netvsc::stats::StatsView>,
+    link: &netvsc::driver::LinkState,
+    ifname: &str,
+    req: &Value,
+) -> Value {
+    match req.get("cmd").and_then(Value::as_str) {
+        Some("status") => json!({
+            "ifname": ifname,
+            "link_up": link.up.load(std::sync::atomic::Ordering::Relaxed),
+            "mac": format_mac(info.mac),
+            "info": info,
+        }),
+        Some("stats") => {
+            let mut m = serde_json::Map::new();
+            for (k, v) in stats.lock().unwrap().snapshot() {
+                m.insert(k, v.into());
+            }
+            Value::Object(m)
+        }
+        Some("rss") => match control.rss() {
+            Some(r) => json!({
+                "key": r.key.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                "table": r.table,
+                "hash_info": r.hash_info,
+                "queues": info.queues,
+            }),
+            None => json!({"error": "single queue: no RSS configuration"}),
+        },
+        Some("set_rss") => set_rss(control, req),
+        Some("channels") => match control.channels() {
+            Ok((combined, max)) => json!({"combined": combined, "max_combined": max}),
+            Err(e) => json!({"error": e.to_string()}),
+        },
+        Some("set_channels") => {
+            let Some(n) = req.get("combined").and_then(Value::as_u64) else {
+                return json!({"error": "set_channels needs \"combined\""});
+            };
+            let max = control.channels().map(|c| c.1).unwrap_or(1);
+            if n == 0 || n > u64::from(max) {
+                return json!({"error": format!("combined {n} is outside 1 to {max} (the host's queue count)")});
+            }
+            if n > 1 && info.nvsp_version < nvsp::version::V5 {
+                return json!({"error": "the NIC needs NVSP 5 for more than one channel"});
+            }
+            match control.rebuild(netvsc::control::Rebuild {
+                queues: Some(n as u16),
+                ..Default::default()
+            }) {
+                Ok(()) => json!({"combined": n}),
+                Err(e) => json!({"error": e.to_string()}),
+            }
+        }
+        Some("rings") => json!({
+            "rx_max": (31u32 << 20) / info.rx_section_size.max(1),
+            "tx_max": (15u32 << 20) / info.tx_section_size.max(1),
+            "rx": info.rx_sections,
+            "tx": info.tx_sections,
+        }),
+        Some("set_rings") => {
+            let rx_max = (31u32 << 20) / info.rx_section_size.max(1);
+            let tx_max = (15u32 << 20) / info.tx_section_size.max(1);
+            let rx = req
+                .get("rx")
+                .and_then(Value::as_u64)
+                .map(|v| (v as u32).clamp(10, rx_max));
+            let tx = req
+                .get("tx")
+                .and_then(Value::as_u64)
+                .map(|v| (v as u32).clamp(10, tx_max));
+            if rx.is_none_or(|r| r == info.rx_sections) && tx.is_none_or(|t| t == info.tx_sections)
+            {
+                return json!({"rx": info.rx_sections, "tx": info.tx_sections});
+            }
+            match control.rebuild(netvsc::control::Rebuild {
+                rx,
+                tx,
+                ..Default::default()
+            }) {
+                Ok(()) => {
+                    json!({"rx": rx.unwrap_or(info.rx_sections), "tx": tx.unwrap_or(info.tx_sections)})
+                }
+                Err(e) => json!({"error": e.to_string()}),
+            }
+        }
+        Some("flow_hash") => {
+            let proto = req.get("proto").and_then(Value::as_str).unwrap_or("");
+            match proto {
+                "ip4" | "ip6" => json!({"fields": "sd"}),
+                p => match control.flow_hash_l4(p) {
+                    Some(l4) => json!({"fields": if l4 { "sdfn" } else { "sd" }}),
+                    None => json!({"error": format!("flow type {p} not supported")}),
+                },
+            }
+        }
+        Some("set_flow_hash") => {
+            let proto = req.get("proto").and_then(Value::as_str).unwrap_or("");
+            let l4 = match req.get("fields").and_then(Value::as_str) {
+                Some("sdfn") => true,
+                Some("sd") => false,
+                other => {
+                    return json!({"error": format!("fields {other:?} not supported: use sd or sdfn")});
+                }
+            };
+            match control.set_flow_hash_l4(proto, l4) {
+                Ok(()) => json!({"ok": true}),
+                Err(e) => json!({"error": e.to_string()}),
+            }
+        }
+        Some("info") => json!({
+            "driver": "hv_netvsc",
+            "version": env!("CARGO_PKG_VERSION"),
+            "firmware": "N/A",
+            "bus_info": info.instance_id,
+            "nvsp_version": nvsp_version_name(info.nvsp_version),
+            "ndis_version": format!("{}.{}", info.ndis_version.0, info.ndis_version.1),
+            "vmbus_version": format!("{}.{}", info.vmbus_version >> 16, info.vmbus_version & 0xffff),
+            "host_profile": host_profile_of(info.vmbus_version),
+            "ifname": ifname,
+        }),
+        Some("features") => {
+            let mut m = serde_json::Map::new();
+            for (name, st) in control.features() {
+                m.insert(name.into(), json!({"on": st.on, "fixed": st.fixed}));
+            }
+            let o = control.offloads();
+            json!({
+                "ifname": ifname,
+                "features": m,
+                "negotiated": {
+                    "tx_csum_tcp4": o.tx_csum_v4,
+                    "tx_csum_udp4": o.udp_csum_v4,
+                    "tx_csum_tcp6": o.tx_csum_v6,
+                    "tx_csum_udp6": o.udp_csum_v6,
+                    "tso4": o.tso_v4,
+                    "tso6": o.tso_v6,
+                    "rsc": o.rsc,
+                },
+            })
+        }
+        Some("set_features") => set_features(control, req),
+        other => json!({"error": format!("unknown command {other:?}")}),
+    }
+}
+
+/// Waits for the end and tears down: exit code 0 on a clean stop, 3 if the host went.
+fn finish(mut guest: Guest, args: &GuestArgs, ctl_path: &std::path::Path) -> Result<i32> {
     let exit = guest.wait(signals::flag());
-    let _ = std::fs::remove_file(&ctl_path);
+    let _ = std::fs::remove_file(ctl_path);
     match exit {
         Exit::Stopped => {
             guest.shutdown(true).context("tear the NIC down")?;
@@ -240,4 +342,40 @@ fn set_features(control: &netvsc::GuestControl, req: &Value) -> Value {
         changed.insert("tso".into(), false.into());
     }
     json!({"changed": changed})
+}
+
+/// Applies `{"table": [...]}` and/or `{"key": "hex"}` (ethtool -X).
+fn set_rss(control: &netvsc::GuestControl, req: &Value) -> Value {
+    let table = match req.get("table") {
+        None => None,
+        Some(t) => match t.as_array().map(|a| {
+            a.iter()
+                .map(|v| v.as_u64().map(|x| x as u32))
+                .collect::<Option<Vec<u32>>>()
+        }) {
+            Some(Some(t)) => Some(t),
+            _ => return json!({"error": "table must be a list of queue numbers"}),
+        },
+    };
+    let key = match req.get("key").and_then(Value::as_str) {
+        None => None,
+        Some(k) => {
+            let hex: String = k.chars().filter(|c| *c != ':').collect();
+            let bytes: Option<Vec<u8>> = (0..hex.len())
+                .step_by(2)
+                .map(|i| {
+                    hex.get(i..i + 2)
+                        .and_then(|b| u8::from_str_radix(b, 16).ok())
+                })
+                .collect();
+            match bytes.and_then(|b| <[u8; 40]>::try_from(b).ok()) {
+                Some(k) => Some(k),
+                None => return json!({"error": "key must be 40 bytes of hex"}),
+            }
+        }
+    };
+    match control.set_rss(table, key) {
+        Ok(()) => json!({"ok": true}),
+        Err(e) => json!({"error": e.to_string()}),
+    }
 }

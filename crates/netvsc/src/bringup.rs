@@ -262,7 +262,9 @@ pub(crate) fn open_subchannels(
     config: &GuestConfig,
     memory: &GuestMemory,
     next_request: &AtomicU32,
+    shared: &crate::control::Shared,
 ) -> Result<Subchannels, GuestError> {
+    *shared.rss.lock().unwrap() = None;
     let wanted = u32::from(config.queues).min(64);
     if wanted < 2 || primary.nvsp_version < nvsp::version::V5 {
         return Ok(Vec::new());
@@ -282,6 +284,9 @@ pub(crate) fn open_subchannels(
         return Ok(Vec::new());
     };
     let caps = rndis::rss::RssCapabilities::parse(&data)?;
+    shared
+        .max_queues
+        .store(caps.num_recv_queues.get(), Ordering::Relaxed);
     let wanted = wanted.min(caps.num_recv_queues.get());
     if wanted < 2 {
         return Ok(Vec::new());
@@ -356,7 +361,18 @@ pub(crate) fn open_subchannels(
     }
     // RSS parameters: Toeplitz over the default key, table i mod channels (§7.5).
     let entries = caps.guest_table_entries();
-    let table: Vec<u32> = (0..entries as u32).map(|i| i % channels).collect();
+    // A table kept from before (ethtool -X) is reused if it still fits the channels.
+    let kept = shared
+        .kept_rss
+        .lock()
+        .unwrap()
+        .clone()
+        .filter(|r| r.table.len() == entries && r.table.iter().all(|&q| q < channels));
+    let table: Vec<u32> = kept.as_ref().map_or_else(
+        || (0..entries as u32).map(|i| i % channels).collect(),
+        |r| r.table.clone(),
+    );
+    let key = kept.as_ref().map_or(rndis::rss::DEFAULT_KEY, |r| r.key);
     for flags in [rndis::rss::flags::DISABLE_RSS, 0] {
         let mut buf = vec![0u8; 40 + 4 * entries + 40];
         let n = rndis::rss::emit_rss_parameters(
@@ -364,7 +380,7 @@ pub(crate) fn open_subchannels(
             flags,
             rndis::rss::hash::LINUX,
             &table,
-            &rndis::rss::DEFAULT_KEY,
+            &key,
         )?;
         let id = next_request.fetch_add(1, Ordering::Relaxed);
         let reply = primary.rndis_request(
@@ -374,5 +390,10 @@ pub(crate) fn open_subchannels(
         )?;
         rndis_io::expect_set_complete(&reply, "RSS parameters")?;
     }
+    *shared.rss.lock().unwrap() = Some(crate::control::RssSettings {
+        key,
+        table,
+        hash_info: rndis::rss::hash::LINUX,
+    });
     Ok(subs)
 }

@@ -181,6 +181,12 @@ pub struct Driver {
     seg_buf: Vec<u8>,
     /// A frame being segmented in software, waiting for send resources.
     segmenting: Option<Segmenting>,
+    /// Cross-queue transmit steering (multi-queue only).
+    pub(crate) steer: Option<Arc<crate::steer::Steer>>,
+    /// This driver's queue (sub_channel_index).
+    pub(crate) queue_index: u32,
+    /// The host's send indirection table, once it sent one (shared by the queues).
+    pub(crate) send_table: Arc<Mutex<Option<[u32; 16]>>>,
     /// Host keepalives to answer once the current poll is over.
     keepalive_replies: Vec<u32>,
     /// Receive completions not yet written (ring full): (transaction id, status,
@@ -240,6 +246,9 @@ impl Driver {
             seg_buf: Vec::new(),
             segmenting: None,
             keepalive_replies: Vec::new(),
+            steer: None,
+            queue_index: 0,
+            send_table: Arc::default(),
             rx_completions: Vec::new(),
             sections_held: 0,
         })
@@ -508,6 +517,19 @@ impl Driver {
         match NvspMessage::parse(payload) {
             Ok(m) => {
                 self.trace_nvsp(Dir::Rx, &m, payload);
+                if let NvspMessage::SendIndirectionTable(t) = &m {
+                    match t.table(self.nvsp_version) {
+                        Ok(table) => {
+                            *self.send_table.lock().unwrap() = Some(table);
+                            if let Some(steer) = &self.steer {
+                                steer.set_table(&table);
+                            }
+                        }
+                        Err(_) => {
+                            self.stats.rx_bad_messages.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
                 // VF association, data-path notices and send tables are recorded by the
                 // features that use them; nothing here needs an answer (§4.9).
             }
@@ -941,6 +963,25 @@ impl Driver {
             return Ok(0);
         }
         let mut n = 0;
+        // Frames other queues steered here go first.
+        if let Some(steer) = self.steer.clone() {
+            while n < budget {
+                let Some(slot) = self.staging.alloc() else {
+                    break;
+                };
+                let Some(bytes) = steer.take(self.queue_index) else {
+                    self.staging.release(slot);
+                    break;
+                };
+                let got = bytes.len().min(STAGING_SLOT - HEADROOM);
+                self.staging.write(slot, HEADROOM, &bytes[..got]);
+                steer.recycle(bytes);
+                n += 1;
+                if !self.transmit_staged(slot, got)? {
+                    return Ok(n);
+                }
+            }
+        }
         while n < budget {
             let Some(slot) = self.staging.alloc() else {
                 self.stats.stop_queue.fetch_add(1, Ordering::Relaxed);
@@ -976,94 +1017,28 @@ impl Driver {
                 }
             };
             n += 1;
-            let frame_start = HEADROOM + VNET_HDR_LEN;
-            let frame_len = got - VNET_HDR_LEN;
-            let vnet = {
-                let mut h = [0u8; VNET_HDR_LEN];
-                h.copy_from_slice(self.staging.slice_mut(slot, HEADROOM, VNET_HDR_LEN));
-                crate::tap::VnetHdr::parse(&h)
-            };
-            let features = self.features.clone();
-            let action = {
-                let frame = self.staging.slice_mut(slot, frame_start, frame_len);
-                crate::offload::prepare_tx(&features, &vnet, frame)
-            };
-            let info = match action {
-                Ok(TxAction::Plain) => PacketInfo::default(),
-                Ok(TxAction::Offload(info)) => {
-                    if info.lso.is_some() {
-                        self.stats.tx_lso.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        self.stats
-                            .tx_checksum_offload
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                    info
-                }
-                Ok(TxAction::Segment(mss)) => {
-                    self.stats.tx_gso_software.fetch_add(1, Ordering::Relaxed);
-                    self.segmenting = Some(Segmenting {
-                        slot,
-                        start: frame_start,
-                        len: frame_len,
-                        mss,
-                        next: 0,
-                    });
-                    if !self.continue_segmenting()? || !self.blocked.is_empty() {
-                        break;
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!("frame from the TAP dropped: {e}");
+            if let Some(steer) = self.steer.clone()
+                && steer.queues() > 1
+            {
+                // Our own queue choice (§9.3): a frame the kernel handed to this queue but
+                // that belongs to another goes to that queue's thread.
+                let frame =
+                    self.staging
+                        .slice_mut(slot, HEADROOM + VNET_HDR_LEN, got - VNET_HDR_LEN);
+                let target = steer.select(frame);
+                if target != self.queue_index {
+                    let mut bytes = steer.buffer();
+                    bytes.extend_from_slice(self.staging.slice_mut(slot, HEADROOM, got));
                     self.staging.release(slot);
-                    self.stats.tx_too_big.fetch_add(1, Ordering::Relaxed);
+                    if steer.hand_off(target, bytes) {
+                        self.stats.tx_steered.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.stats.tx_busy.fetch_add(1, Ordering::Relaxed);
+                    }
                     continue;
                 }
-            };
-            let mut hdr = [0u8; rndis_io::MAX_PACKET_HEADER];
-            let hlen = rndis_io::packet_header(&mut hdr, &info, frame_len);
-            self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
-            self.queue.tx_packets.fetch_add(1, Ordering::Relaxed);
-            self.queue
-                .tx_bytes
-                .fetch_add(frame_len as u64, Ordering::Relaxed);
-            self.stats
-                .tx_bytes
-                .fetch_add(frame_len as u64, Ordering::Relaxed);
-            let msg_len = (hlen + frame_len).next_multiple_of(8);
-            let section_size = nw::SEND_SECTION_SIZE as usize;
-            // SAFETY: the staging slot is ours and not lent while we copy from it.
-            let frame = unsafe {
-                std::slice::from_raw_parts(self.staging.ptr(slot, frame_start), frame_len)
-            };
-            if msg_len < section_size
-                && info.lso.is_none()
-                && self.copy_into_section(&hdr[..hlen], frame)?
-            {
-                self.staging.release(slot);
-                self.stats.tx_send_buffer.fetch_add(1, Ordering::Relaxed);
-                if !self.blocked.is_empty() {
-                    break;
-                }
-                continue;
             }
-            if frame_len > STAGING_SLOT - HEADROOM - VNET_HDR_LEN {
-                self.staging.release(slot);
-                self.stats.tx_too_big.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            // Page-buffer path; the open section goes first to keep the order.
-            let start = frame_start - hlen;
-            self.staging.write(slot, start, &hdr[..hlen]);
-            self.stats.tx_page_buffer.fetch_add(1, Ordering::Relaxed);
-            let section_sent = self.flush_section()?;
-            if !self.send(Send::Staging {
-                slot,
-                start,
-                len: hlen + frame_len,
-            })? || !section_sent
-            {
+            if !self.transmit_staged(slot, got)? {
                 break;
             }
         }
@@ -1071,6 +1046,102 @@ impl Driver {
             self.flush_section()?;
         }
         Ok(n)
+    }
+
+    /// Sends one frame that lies in staging `slot` (virtio-net header at HEADROOM, `got`
+    /// bytes with it): offloads, then a send-buffer copy or a page buffer. Returns
+    /// false if transmit must pause (waiting for ring space or completions).
+    fn transmit_staged(&mut self, slot: u32, got: usize) -> Result<bool, GuestError> {
+        let frame_start = HEADROOM + VNET_HDR_LEN;
+        let frame_len = got - VNET_HDR_LEN;
+        let vnet = {
+            let mut h = [0u8; VNET_HDR_LEN];
+            h.copy_from_slice(self.staging.slice_mut(slot, HEADROOM, VNET_HDR_LEN));
+            crate::tap::VnetHdr::parse(&h)
+        };
+        let features = self.features.clone();
+        let action = {
+            let frame = self.staging.slice_mut(slot, frame_start, frame_len);
+            crate::offload::prepare_tx(&features, &vnet, frame)
+        };
+        let info = match action {
+            Ok(TxAction::Plain) => PacketInfo::default(),
+            Ok(TxAction::Offload(info)) => {
+                if info.lso.is_some() {
+                    self.stats.tx_lso.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.stats
+                        .tx_checksum_offload
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                info
+            }
+            Ok(TxAction::Segment(mss)) => {
+                self.stats.tx_gso_software.fetch_add(1, Ordering::Relaxed);
+                self.segmenting = Some(Segmenting {
+                    slot,
+                    start: frame_start,
+                    len: frame_len,
+                    mss,
+                    next: 0,
+                });
+                if !self.continue_segmenting()? || !self.blocked.is_empty() {
+                    return Ok(false);
+                }
+                return Ok(true);
+            }
+            Err(e) => {
+                tracing::debug!("frame from the TAP dropped: {e}");
+                self.staging.release(slot);
+                self.stats.tx_too_big.fetch_add(1, Ordering::Relaxed);
+                return Ok(true);
+            }
+        };
+        let mut hdr = [0u8; rndis_io::MAX_PACKET_HEADER];
+        let hlen = rndis_io::packet_header(&mut hdr, &info, frame_len);
+        self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
+        self.queue.tx_packets.fetch_add(1, Ordering::Relaxed);
+        self.queue
+            .tx_bytes
+            .fetch_add(frame_len as u64, Ordering::Relaxed);
+        self.stats
+            .tx_bytes
+            .fetch_add(frame_len as u64, Ordering::Relaxed);
+        let msg_len = (hlen + frame_len).next_multiple_of(8);
+        let section_size = nw::SEND_SECTION_SIZE as usize;
+        // SAFETY: the staging slot is ours and not lent while we copy from it.
+        let frame =
+            unsafe { std::slice::from_raw_parts(self.staging.ptr(slot, frame_start), frame_len) };
+        if msg_len < section_size
+            && info.lso.is_none()
+            && self.copy_into_section(&hdr[..hlen], frame)?
+        {
+            self.staging.release(slot);
+            self.stats.tx_send_buffer.fetch_add(1, Ordering::Relaxed);
+            if !self.blocked.is_empty() {
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+        if frame_len > STAGING_SLOT - HEADROOM - VNET_HDR_LEN {
+            self.staging.release(slot);
+            self.stats.tx_too_big.fetch_add(1, Ordering::Relaxed);
+            return Ok(true);
+        }
+        // Page-buffer path; the open section goes first to keep the order.
+        let start = frame_start - hlen;
+        self.staging.write(slot, start, &hdr[..hlen]);
+        self.stats.tx_page_buffer.fetch_add(1, Ordering::Relaxed);
+        let section_sent = self.flush_section()?;
+        if !self.send(Send::Staging {
+            slot,
+            start,
+            len: hlen + frame_len,
+        })? || !section_sent
+        {
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// Goes on sending the frame being segmented in software: MSS-sized frames with

@@ -33,6 +33,8 @@ counters! {
     tx_gso_software,
     /// RSC packets reassembled from pieces.
     rx_rsc_packets,
+    /// Frames read on one queue and handed to the queue the flow hash picks.
+    tx_steered,
     /// Frames copied into a send-buffer section.
     tx_send_buffer,
     /// Frames sent as GPA-direct page buffers.

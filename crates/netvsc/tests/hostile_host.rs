@@ -1142,7 +1142,13 @@ fn run_case_with(case: Case, after: fn(&mut Guest, &Shared)) -> Outcome {
                 let alive = data_path_alive(&mut guest);
                 let up = Up {
                     info: guest.info().clone(),
-                    stats: guest.stats().snapshot().into_iter().collect(),
+                    stats: guest
+                        .stats()
+                        .lock()
+                        .unwrap()
+                        .snapshot()
+                        .into_iter()
+                        .collect(),
                     alive,
                 };
                 let _ = guest.shutdown(false);
