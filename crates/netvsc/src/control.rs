@@ -54,6 +54,9 @@ pub(crate) struct Shared {
     pub(crate) rss: Mutex<Option<RssSettings>>,
     /// RSS kept across a rebuild (the user's `ethtool -X` choices).
     pub(crate) kept_rss: Mutex<Option<RssSettings>>,
+    /// The user set the indirection table (`ethtool -X` with a table other than the
+    /// default): a channel change must keep every entry's queue.
+    pub(crate) rss_configured: std::sync::atomic::AtomicBool,
     /// Most queues the host offers (its RSS capabilities), 1 without RSS.
     pub(crate) max_queues: AtomicU32,
     /// `ethtool -N rx-flow-hash` L4 bits: TCP4 1, TCP6 2, UDP4 4, UDP6 8 (default all).
@@ -283,6 +286,11 @@ impl GuestControl {
         Ok((h.queues, max))
     }
 
+    /// Whether the user set the indirection table (so `-L` must keep its queues).
+    pub fn rss_configured(&self) -> bool {
+        self.shared.rss_configured.load(Ordering::Relaxed)
+    }
+
     /// RSS as last sent (`ethtool -x`); None on a single queue.
     pub fn rss(&self) -> Option<RssSettings> {
         self.shared.rss.lock().unwrap().clone()
@@ -309,6 +317,14 @@ impl GuestControl {
                 )));
             }
             rss.table = (0..128).map(|i| t[i % t.len()]).collect();
+            let default = rss
+                .table
+                .iter()
+                .enumerate()
+                .all(|(i, &q)| q == i as u32 % h.queues);
+            self.shared
+                .rss_configured
+                .store(!default, Ordering::Relaxed);
         }
         if let Some(k) = key {
             rss.key = k;

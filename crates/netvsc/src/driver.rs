@@ -254,6 +254,18 @@ impl Driver {
         })
     }
 
+    /// The guest memory this driver alone owns (staging and control buffers), to free
+    /// once its channel is closed.
+    pub(crate) fn into_regions(self) -> Vec<vmbus::memory::GuestRegion> {
+        let Driver {
+            staging, control, ..
+        } = self;
+        [staging.into_region(), control.into_region()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     /// Makes this (subchannel) driver a queue of the same NIC as `primary`: shared
     /// receive buffer, features, link state and counters; its own share of the send
     /// buffer.

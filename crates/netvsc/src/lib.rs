@@ -475,9 +475,13 @@ impl Guest {
             false,
         );
         let relid = primary.relid;
-        let recv: Vec<_> = drivers.iter_mut().filter_map(|d| d.recv.take()).collect();
+        let mut recv: Vec<_> = drivers.iter_mut().filter_map(|d| d.recv.take()).collect();
         let sends: Vec<_> = drivers.iter_mut().filter_map(|d| d.send.take()).collect();
-        drop(drivers);
+        let own: Vec<_> = drivers.into_iter().flat_map(Driver::into_regions).collect();
+        // Keep one handle on the receive buffer; with the others gone it can be freed.
+        let last = recv.pop();
+        drop(recv);
+        let recv = last;
         let mut channels = std::mem::take(&mut self.channels);
         let primary_channel = channels.remove(0);
         let subs: Vec<u32> = channels.iter().map(|c| c.relid).collect();
@@ -486,12 +490,11 @@ impl Guest {
         }
         self.client.close_channel(primary_channel)?;
         self.client.teardown_gpadl(relid, self.recv_gpadl)?;
-        if let Some(r) = recv
-            .into_iter()
-            .next()
-            .and_then(|r| Arc::try_unwrap(r).ok())
-        {
+        if let Some(r) = recv.and_then(|r| Arc::try_unwrap(r).ok()) {
             self.client.memory().free(r.region);
+        }
+        for r in own {
+            self.client.memory().free(r);
         }
         self.client.teardown_gpadl(relid, self.send_gpadl)?;
         let regions: Vec<_> = sends.into_iter().filter_map(|p| p.into_region()).collect();
