@@ -88,6 +88,7 @@ fn sixty_four_flows_spread_over_four_queues() {
     let after = queue_rx(&stats("mq", "vm2"), 4);
     let got: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     let total: u64 = got.iter().sum();
+    eprintln!("64 flows over 4 queues: packets per queue {got:?} (total {total})");
     assert!(
         got.iter().all(|&n| n > 0),
         "every queue receives traffic: {got:?}"
