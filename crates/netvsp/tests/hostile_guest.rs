@@ -11,34 +11,31 @@
 //! corrupt ring stops only that channel. Every test ends by checking that the host still
 //! works for a well-behaved guest. Every wait is bounded, so a hang is a failure.
 
-use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use netvsp::nic::Nic;
-use netvsp::{Host, HostConfig, HostProfile, VmSpec};
+use common::*;
+use netvsp::HostProfile;
 use nvsp::NvspMessage;
 use nvsp::wire as nw;
 use rndis::header;
-use vmbus::channel::GuestRings;
-use vmbus::client::{Client, OpenedChannel};
-use vmbus::guid::NETVSC_CLASS;
-use vmbus::memory::{GuestMemory, GuestRegion, PAGE_SIZE};
-use vmbus::packet::{self, COMPLETION_REQUESTED, GpaRangeSpec, PacketType};
-use vmbus::ring::{OutgoingPacket, WriteError};
+use vmbus::memory::PAGE_SIZE;
+use vmbus::packet::{COMPLETION_REQUESTED, PacketType};
+use vmbus::ring::WriteError;
 use zerocopy::little_endian::{U16, U32, U64};
 
-/// How long any one answer from the host may take.
-const REPLY: Duration = Duration::from_secs(5);
-/// Pages per ring, control page included: a 128 KiB data area.
-const RING_PAGES: u32 = 33;
 /// Receive buffer: 256 KiB = 151 sections of 1728 bytes.
 const RECV_BYTES: usize = 256 * 1024;
-/// Send buffer: 16 sections of 6144 bytes.
-const SEND_SECTIONS: usize = 16;
-const SECTION: usize = nw::SEND_SECTION_SIZE as usize;
+/// 8 MiB of guest memory; 256 KiB of scratch for GPA-direct RNDIS messages (the largest
+/// send).
+const SIZES: GuestSizes = GuestSizes {
+    memory: 8 << 20,
+    scratch: 256 * 1024,
+    recv_buffer: RECV_BYTES,
+};
 const MAC: [u8; 6] = [0x00, 0x15, 0x5d, 0x42, 0x00, 0x01];
 const VICTIM_MAC: [u8; 6] = [0x00, 0x15, 0x5d, 0x42, 0x00, 0x02];
 
@@ -48,86 +45,28 @@ const VICTIM_MAC: [u8; 6] = [0x00, 0x15, 0x5d, 0x42, 0x00, 0x02];
 
 /// A running host with one VM (`vm`, the hostile guest's) and maybe a second one
 /// (`victim`, on the same switch).
-struct Lab {
-    host: Host,
-    path: PathBuf,
-    victim_path: PathBuf,
-}
-
 impl Lab {
     fn start(profile: HostProfile) -> Lab {
         Self::start_with(profile, false)
     }
 
     fn start_with(profile: HostProfile, victim: bool) -> Lab {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let socket = |name: &str| {
-            std::env::temp_dir().join(format!(
-                "hvnet-hostile-guest-{}-{n}-{name}.vmbus",
-                std::process::id()
-            ))
-        };
-        let (path, victim_path) = (socket("vm"), socket("victim"));
-        let mut vms = vec![VmSpec {
-            name: "vm".into(),
-            socket: path.clone(),
-            mac: MAC,
-        }];
+        let mut vms = vec![("vm", MAC)];
         if victim {
-            vms.push(VmSpec {
-                name: "victim".into(),
-                socket: victim_path.clone(),
-                mac: VICTIM_MAC,
-            });
+            vms.push(("victim", VICTIM_MAC));
         }
-        let host = Host::start(HostConfig {
-            vms,
+        Lab::launch(
+            "hostile-guest",
             profile,
-            tracer: None,
-            queues: netvsp::queues::DEFAULT_QUEUES,
-        })
-        .expect("start the host");
-        Lab {
-            host,
-            path,
-            victim_path,
-        }
+            netvsp::queues::DEFAULT_QUEUES,
+            &vms,
+            SIZES,
+        )
     }
 
-    fn nic(&self) -> &Arc<Nic> {
-        self.host.nic("vm").expect("the VM's NIC")
-    }
-
-    fn guest(&self) -> HostileGuest {
-        HostileGuest::connect(&self.path)
-    }
-
-    fn errors(&self) -> u64 {
-        self.nic().stats().protocol_errors.load(Ordering::Relaxed)
-    }
-
-    fn stat(&self, name: &str) -> u64 {
-        self.nic()
-            .stats()
-            .snapshot()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .unwrap_or_else(|| panic!("no counter {name}"))
-            .1
-    }
-
-    /// Waits (bounded) until `f` holds.
-    fn wait_until(&self, what: &str, f: impl Fn(&Lab) -> bool) {
-        let deadline = Instant::now() + REPLY;
-        while !f(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; host counters: {:?}",
-                self.nic().stats().snapshot()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    /// The hostile guest: connected, its channel open, nothing sent.
+    fn guest(&self) -> Guest {
+        self.connect("vm")
     }
 
     /// A fresh, well-behaved guest brings the NIC all the way up and sends a frame.
@@ -140,424 +79,15 @@ impl Lab {
 }
 
 // ---------------------------------------------------------------------------------------
-// The hostile guest
+// The hostile guest: a [`Guest`] that writes whatever it likes into its one ring
 // ---------------------------------------------------------------------------------------
 
-/// A packet the host wrote, copied out of the ring.
-#[derive(Clone, Debug)]
-struct Pkt {
-    ty: u16,
-    tid: u64,
-    header: Vec<u8>,
-    payload: Vec<u8>,
-}
-
-/// A guest that writes whatever it likes into the guest-to-host ring.
-struct HostileGuest {
-    // Declared first so they are dropped before the channel that owns their memory.
-    rings: GuestRings,
-    channel: OpenedChannel,
-    client: Client,
-    memory: Arc<GuestMemory>,
-    relid: u32,
-    next_tid: u64,
-    next_req: u32,
-    inbound: Vec<u8>,
-    stash: VecDeque<Pkt>,
-    recv: Option<(GuestRegion, u32)>,
-    send: Option<(GuestRegion, u32)>,
-    /// Where GPA-direct RNDIS messages are built (256 KiB: the largest send).
-    scratch: GuestRegion,
-}
-
-impl HostileGuest {
-    fn connect(path: &Path) -> HostileGuest {
-        let memory = Arc::new(GuestMemory::new(8 << 20).expect("guest memory"));
-        let mut client = Client::connect(path, memory.clone(), None).expect("VMBus connect");
-        let offers = client.request_offers().expect("offers");
-        let relid = offers
-            .iter()
-            .find(|o| o.class_id == NETVSC_CLASS && o.sub_channel_index == 0)
-            .expect("the host offers a NIC")
-            .relid;
-        let channel = client
-            .open_channel(relid, RING_PAGES)
-            .expect("open channel");
-        let rings = GuestRings::new(&channel).expect("ring views");
-        let scratch = memory.alloc(256 * 1024).expect("scratch");
-        HostileGuest {
-            rings,
-            channel,
-            client,
-            memory,
-            relid,
-            next_tid: 1,
-            next_req: 1,
-            inbound: vec![0; 128 * 1024],
-            stash: VecDeque::new(),
-            recv: None,
-            send: None,
-            scratch,
-        }
-    }
+impl Guest {
+    /// Byte offset of the outbound ring's data area in the ring GPADL.
+    const OUT_DATA: usize = PAGE_SIZE;
 
     fn memory_pages(&self) -> u64 {
         (self.memory.size() / PAGE_SIZE) as u64
-    }
-
-    /// Publishes what was written and signals the host if the ring rules say so.
-    fn commit(&mut self) {
-        if self.rings.writer.commit().expect("outbound ring") {
-            self.channel.guest_to_host.signal();
-        }
-    }
-
-    /// Writes one packet; returns the ring's refusal instead of panicking.
-    fn try_write(
-        &mut self,
-        ty: u16,
-        flags: u16,
-        tid: u64,
-        header: &[u8],
-        payload: &[u8],
-    ) -> Result<(), WriteError> {
-        let pkt = OutgoingPacket {
-            packet_type: ty,
-            flags,
-            transaction_id: tid,
-            header,
-            payload: &[payload],
-        };
-        self.rings.writer.write(&pkt)
-    }
-
-    /// Writes and publishes one packet asking for a completion; returns its id.
-    fn send(&mut self, ty: u16, header: &[u8], payload: &[u8]) -> u64 {
-        let tid = self.next_tid;
-        self.next_tid += 1;
-        self.send_with(ty, COMPLETION_REQUESTED, tid, header, payload);
-        tid
-    }
-
-    fn send_with(&mut self, ty: u16, flags: u16, tid: u64, header: &[u8], payload: &[u8]) {
-        self.try_write(ty, flags, tid, header, payload)
-            .expect("write to the outbound ring");
-        self.commit();
-    }
-
-    /// Reads the next packet from the host, waiting up to `timeout`.
-    fn recv(&mut self, timeout: Duration) -> Option<Pkt> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.rings.reader.read(&mut self.inbound) {
-                Ok(Some(p)) => {
-                    let pkt = Pkt {
-                        ty: p.packet_type,
-                        tid: p.transaction_id,
-                        header: p.header.to_vec(),
-                        payload: p.payload.to_vec(),
-                    };
-                    if self.rings.reader.commit().expect("inbound ring") {
-                        self.channel.guest_to_host.signal();
-                    }
-                    return Some(pkt);
-                }
-                Ok(None) => {}
-                Err(e) => panic!("the host wrote a bad packet: {e}"),
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.channel
-                .host_to_guest
-                .wait(Some(left.min(Duration::from_millis(20))));
-        }
-    }
-
-    /// The first packet matching `want` (earlier non-matching packets are kept).
-    fn wait_for(&mut self, timeout: Duration, want: impl Fn(&Pkt) -> bool) -> Option<Pkt> {
-        if let Some(i) = self.stash.iter().position(&want) {
-            return self.stash.remove(i);
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let p = self.recv(left)?;
-            if want(&p) {
-                return Some(p);
-            }
-            self.stash.push_back(p);
-        }
-    }
-
-    /// The status of the NVSP completion of `tid`, if one arrives in time.
-    fn status(&mut self, tid: u64) -> Option<u32> {
-        let p = self.wait_for(REPLY, |p| p.ty == PacketType::COMP && p.tid == tid)?;
-        Some(nvsp_status(&p.payload))
-    }
-
-    fn expect_status(&mut self, tid: u64, what: &str) -> u32 {
-        self.status(tid)
-            .unwrap_or_else(|| panic!("no completion for {what} within {REPLY:?}"))
-    }
-
-    fn expect_fail(&mut self, tid: u64, what: &str) {
-        let s = self.expect_status(tid, what);
-        assert_eq!(s, nvsp::status::FAIL, "{what}: completion status");
-    }
-
-    /// The completion of `tid` if it already arrived (call after [`HostileGuest::sync`]).
-    fn arrived(&mut self, tid: u64) -> Option<Pkt> {
-        let i = self
-            .stash
-            .iter()
-            .position(|p| p.ty == PacketType::COMP && p.tid == tid)?;
-        self.stash.remove(i)
-    }
-
-    /// A barrier: the host handles a guest's packets in order, so once the answer to an
-    /// INIT with a made-up version arrives, everything sent before it has been handled.
-    /// Also proves the channel is alive.
-    fn sync(&mut self) {
-        let tid = self.nvsp(&NvspMessage::Init(nw::Init::exact(0xDEAD_0001)));
-        let s = self.expect_status(tid, "INIT(0xDEAD0001) used as a barrier");
-        assert_ne!(
-            s,
-            nvsp::status::SUCCESS,
-            "host accepted NVSP version 0xDEAD0001"
-        );
-    }
-
-    fn nvsp_bytes(msg: &NvspMessage<'_>) -> Vec<u8> {
-        let mut buf = [0u8; nw::V6_1_MESSAGE_SIZE];
-        let n = msg
-            .emit_padded(&mut buf, nw::V6_1_MESSAGE_SIZE)
-            .expect("emit NVSP");
-        buf[..n].to_vec()
-    }
-
-    /// Sends an in-band NVSP message asking for a completion.
-    fn nvsp(&mut self, msg: &NvspMessage<'_>) -> u64 {
-        self.send(PacketType::DATA_INBAND, &[], &Self::nvsp_bytes(msg))
-    }
-
-    fn init(&mut self, version: u32) -> u32 {
-        let tid = self.nvsp(&NvspMessage::Init(nw::Init::exact(version)));
-        self.expect_status(tid, "INIT")
-    }
-
-    fn ndis_config_and_version(&mut self, nvsp_version: u32) {
-        self.nvsp(&NvspMessage::SendNdisConfig(nw::SendNdisConfig {
-            mtu: U32::new(1514),
-            reserved: U32::ZERO,
-            capability: U64::new(nvsp::capability::linux_capabilities(nvsp_version)),
-        }));
-        self.nvsp(&NvspMessage::SendNdisVersion(
-            nw::SendNdisVersion::for_nvsp(nvsp_version),
-        ));
-    }
-
-    fn gpadl(&mut self, bytes: usize) -> (GuestRegion, u32) {
-        let region = self.memory.alloc(bytes).expect("buffer memory");
-        let gpadl = self
-            .client
-            .create_gpadl(self.relid, &region)
-            .expect("buffer GPADL");
-        (region, gpadl)
-    }
-
-    fn recv_buffer_request(&mut self, gpadl: u32, id: u16) -> u64 {
-        self.nvsp(&NvspMessage::SendReceiveBuffer(nw::SendBuffer {
-            gpadl: U32::new(gpadl),
-            id: U16::new(id),
-        }))
-    }
-
-    fn send_buffer_request(&mut self, gpadl: u32, id: u16) -> u64 {
-        self.nvsp(&NvspMessage::SendSendBuffer(nw::SendBuffer {
-            gpadl: U32::new(gpadl),
-            id: U16::new(id),
-        }))
-    }
-
-    /// NVSP INIT, NDIS config and version, receive and send buffers, all checked.
-    fn bring_up_nvsp(&mut self, version: u32) {
-        assert_eq!(
-            self.init(version),
-            nvsp::status::SUCCESS,
-            "INIT {version:#x}"
-        );
-        self.ndis_config_and_version(version);
-        let (region, gpadl) = self.gpadl(RECV_BYTES);
-        let tid = self.recv_buffer_request(gpadl, nw::RECEIVE_BUFFER_ID);
-        let p = self
-            .wait_for(REPLY, |p| p.ty == PacketType::COMP && p.tid == tid)
-            .expect("SEND_RECV_BUF_COMPLETE");
-        match NvspMessage::parse_completion(&p.payload) {
-            Ok(NvspMessage::SendReceiveBufferComplete(c)) => {
-                assert_eq!(c.status.get(), nvsp::status::SUCCESS);
-                assert_eq!(c.num_sections.get(), 1);
-                assert_eq!(c.section.offset.get(), 0);
-                let (size, count) = (
-                    c.section.sub_alloc_size.get(),
-                    c.section.num_sub_allocs.get(),
-                );
-                assert_eq!(size, 1728);
-                assert!(size as usize * count as usize <= RECV_BYTES);
-                assert!(count > netvsp::rx_buffer::RESERVED_SECTIONS);
-            }
-            other => panic!("SEND_RECV_BUF answered with {other:?}"),
-        }
-        self.recv = Some((region, gpadl));
-        let (region, gpadl) = self.gpadl(SEND_SECTIONS * SECTION);
-        let tid = self.send_buffer_request(gpadl, nw::SEND_BUFFER_ID);
-        let p = self
-            .wait_for(REPLY, |p| p.ty == PacketType::COMP && p.tid == tid)
-            .expect("SEND_SEND_BUF_COMPLETE");
-        match NvspMessage::parse_completion(&p.payload) {
-            Ok(NvspMessage::SendSendBufferComplete(c)) => {
-                assert_eq!(c.status.get(), nvsp::status::SUCCESS);
-                assert_eq!(c.section_size.get(), nw::SEND_SECTION_SIZE);
-            }
-            other => panic!("SEND_SEND_BUF answered with {other:?}"),
-        }
-        self.send = Some((region, gpadl));
-    }
-
-    /// The whole bring-up: NVSP, RNDIS INITIALIZE, packet filter.
-    fn bring_up(&mut self, version: u32) {
-        self.bring_up_nvsp(version);
-        self.rndis_initialize();
-        self.set_filter();
-    }
-
-    fn req(&mut self) -> u32 {
-        self.next_req += 1;
-        self.next_req
-    }
-
-    fn rndis_initialize(&mut self) {
-        let req = self.req();
-        let msg = rndis_msg(header::INITIALIZE, &initialize_body(req));
-        let tid = self.rndis_gpa(&msg);
-        assert_eq!(
-            self.expect_status(tid, "RNDIS INITIALIZE send"),
-            nvsp::status::SUCCESS
-        );
-        let reply = self.next_rndis().expect("INIT_C");
-        assert_eq!(
-            u32_at(&reply, 0),
-            header::INITIALIZE_COMPLETE,
-            "INIT_C type"
-        );
-        assert_eq!(u32_at(&reply, 8), req, "INIT_C req_id");
-        assert_eq!(u32_at(&reply, 12), rndis::status::SUCCESS, "INIT_C status");
-    }
-
-    fn set_filter(&mut self) {
-        let req = self.req();
-        let msg = info_request(
-            header::SET,
-            req,
-            rndis::oid::GEN_CURRENT_PACKET_FILTER,
-            &rndis::oid::packet_filter::LINUX_OPEN.to_le_bytes(),
-        );
-        let tid = self.rndis_gpa(&msg);
-        assert_eq!(self.expect_status(tid, "SET send"), nvsp::status::SUCCESS);
-        let reply = self.next_rndis().expect("SET_C");
-        assert_eq!(u32_at(&reply, 0), header::SET_COMPLETE);
-        assert_eq!(u32_at(&reply, 8), req);
-        assert_eq!(u32_at(&reply, 12), rndis::status::SUCCESS);
-    }
-
-    /// The next RNDIS message the host posted through the receive buffer; the
-    /// transfer-page packet is completed unless `complete` is false. Returns (tid, bytes).
-    fn next_rndis_raw(&mut self, complete: bool) -> Option<(u64, Vec<u8>)> {
-        let p = self.wait_for(REPLY, |p| p.ty == PacketType::DATA_USING_XFER_PAGES)?;
-        let (pageset, ranges) = packet::parse_transfer_pages(&p.header).expect("host xfer header");
-        assert_eq!(
-            pageset,
-            nw::RECEIVE_BUFFER_ID,
-            "host used pageset {pageset:#x}"
-        );
-        assert_eq!(ranges.len(), 1, "one RNDIS message per range");
-        let (count, offset) = (ranges[0].byte_count, ranges[0].byte_offset);
-        let (region, _) = self.recv.as_ref().expect("a receive buffer");
-        assert!(offset as usize + count as usize <= region.len());
-        let mut msg = vec![0u8; count as usize];
-        region.read(offset as usize, &mut msg);
-        if complete {
-            self.complete_rx(p.tid);
-        }
-        Some((p.tid, msg))
-    }
-
-    fn next_rndis(&mut self) -> Option<Vec<u8>> {
-        self.next_rndis_raw(true).map(|(_, m)| m)
-    }
-
-    /// Completes a transfer-page packet (NVSP 108, SUCCESS, 8 bytes as Linux sends it).
-    fn complete_rx(&mut self, tid: u64) {
-        let mut buf = [0u8; nw::RECEIVE_COMPLETION_SIZE];
-        NvspMessage::SendRndisPacketComplete(nw::SendRndisPacketComplete {
-            status: U32::new(nvsp::status::SUCCESS),
-        })
-        .emit(&mut buf)
-        .unwrap();
-        self.send_with(PacketType::COMP, 0, tid, &[], &buf);
-    }
-
-    fn rndis_pkt(channel_type: u32, section_index: u32, section_size: u32) -> Vec<u8> {
-        Self::nvsp_bytes(&NvspMessage::SendRndisPacket(nw::SendRndisPacket {
-            channel_type: U32::new(channel_type),
-            section_index: U32::new(section_index),
-            section_size: U32::new(section_size),
-        }))
-    }
-
-    /// Sends `msg` as one GPA-direct range over consecutive scratch pages.
-    fn rndis_gpa(&mut self, msg: &[u8]) -> u64 {
-        self.rndis_gpa_at(0, msg)
-    }
-
-    fn rndis_gpa_at(&mut self, offset: usize, msg: &[u8]) -> u64 {
-        self.scratch.write(offset, msg);
-        let gpa = self.scratch.gpa() + offset as u64;
-        let first = gpa / PAGE_SIZE as u64;
-        let byte_offset = (gpa % PAGE_SIZE as u64) as u32;
-        let pages = packet::gpa_range_pfn_count(byte_offset, msg.len() as u32);
-        let pfns: Vec<u64> = (first..first + pages).collect();
-        let mut header = vec![0u8; 8 + 8 + 8 * pfns.len()];
-        let n = packet::write_gpa_direct_header(
-            &mut header,
-            &[GpaRangeSpec {
-                byte_count: msg.len() as u32,
-                byte_offset,
-                pfns: &pfns,
-            }],
-            packet::MAX_GPA_RANGES,
-        )
-        .expect("GPA header");
-        self.rndis_gpa_header(&header[..n])
-    }
-
-    /// Sends a GPA-direct NVSP 107 (control) with a hand-made type header.
-    fn rndis_gpa_header(&mut self, header: &[u8]) -> u64 {
-        let nvsp = Self::rndis_pkt(nw::CHANNEL_TYPE_CONTROL, nw::NO_SECTION, 0);
-        self.send(PacketType::DATA_USING_GPA_DIRECT, header, &nvsp)
-    }
-
-    /// Writes `data` into send section `index` (if it exists) and sends an NVSP 107 that
-    /// names it with `size` bytes used.
-    fn rndis_section(&mut self, index: u32, size: u32, data: &[u8]) -> u64 {
-        if let Some((region, _)) = &self.send
-            && (index as usize) < SEND_SECTIONS
-        {
-            region.write(index as usize * SECTION, data);
-        }
-        let nvsp = Self::rndis_pkt(nw::CHANNEL_TYPE_DATA, index, size);
-        self.send(PacketType::DATA_INBAND, &[], &nvsp)
     }
 
     /// A frame in a send section: SUCCESS and counted by the host.
@@ -594,75 +124,25 @@ impl HostileGuest {
 
     /// Pokes a u32 into the ring memory (offset from the start of the ring GPADL).
     fn poke(&self, offset: usize, value: u32) {
-        self.channel.region.write(offset, &value.to_le_bytes());
+        self.primary_channel()
+            .region
+            .write(offset, &value.to_le_bytes());
     }
 
     fn peek(&self, offset: usize) -> u32 {
         let mut b = [0u8; 4];
-        self.channel.region.read(offset, &mut b);
+        self.primary_channel().region.read(offset, &mut b);
         u32::from_le_bytes(b)
     }
 
-    /// Byte offset of the outbound ring's data area in the ring GPADL.
-    const OUT_DATA: usize = PAGE_SIZE;
-
-    fn out_data_size(&self) -> u32 {
-        self.rings.writer.data_size() as u32
+    fn out_data_size(&mut self) -> u32 {
+        self.primary().rings.writer.data_size() as u32
     }
 
     /// Byte offset of the inbound ring's control page in the ring GPADL.
     fn in_control(&self) -> usize {
-        self.channel.inbound_offset_pages as usize * PAGE_SIZE
+        self.primary_channel().inbound_offset_pages as usize * PAGE_SIZE
     }
-}
-
-/// The status of an NVSP completion payload (0 if it carries none).
-fn nvsp_status(payload: &[u8]) -> u32 {
-    match NvspMessage::parse_completion(payload) {
-        Ok(NvspMessage::InitComplete(c)) => c.status.get(),
-        Ok(NvspMessage::SendReceiveBufferComplete(c)) => c.status.get(),
-        Ok(NvspMessage::SendSendBufferComplete(c)) => c.status.get(),
-        Ok(NvspMessage::SendRndisPacketComplete(c)) => c.status.get(),
-        Ok(NvspMessage::SubchannelComplete(c)) => c.status.get(),
-        _ => 0,
-    }
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn le(words: &[u32]) -> Vec<u8> {
-    words.iter().flat_map(|w| w.to_le_bytes()).collect()
-}
-
-/// An RNDIS message: header (type, msg_len = 8 + body) then the body.
-fn rndis_msg(msg_type: u32, body: &[u8]) -> Vec<u8> {
-    let mut m = le(&[msg_type, 8 + body.len() as u32]);
-    m.extend_from_slice(body);
-    m
-}
-
-fn initialize_body(req: u32) -> Vec<u8> {
-    le(&[req, 1, 0, 0x4000])
-}
-
-/// QUERY or SET with the data right after the 20-byte fixed part (offset 20).
-fn info_request(msg_type: u32, req: u32, oid: u32, data: &[u8]) -> Vec<u8> {
-    info_request_raw(msg_type, req, oid, data.len() as u32, 20, data)
-}
-
-fn info_request_raw(
-    msg_type: u32,
-    req: u32,
-    oid: u32,
-    info_len: u32,
-    info_offset: u32,
-    data: &[u8],
-) -> Vec<u8> {
-    let mut body = le(&[req, oid, info_len, info_offset, 0]);
-    body.extend_from_slice(data);
-    rndis_msg(msg_type, &body)
 }
 
 fn keepalive(req: u32) -> Vec<u8> {
@@ -676,26 +156,6 @@ fn frame() -> Vec<u8> {
     f[6..12].copy_from_slice(&MAC);
     f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
     f
-}
-
-/// A PACKET with the frame right after the body and no PPIs.
-fn packet_msg(frame: &[u8]) -> Vec<u8> {
-    packet_raw(36, frame.len() as u32, 0, 0, &[], frame)
-}
-
-/// A PACKET with chosen offsets, then `ppis` and `frame` after the 36-byte body.
-fn packet_raw(
-    data_offset: u32,
-    data_len: u32,
-    ppi_offset: u32,
-    ppi_len: u32,
-    ppis: &[u8],
-    frame: &[u8],
-) -> Vec<u8> {
-    let mut body = le(&[data_offset, data_len, 0, 0, 0, ppi_offset, ppi_len, 0, 0]);
-    body.extend_from_slice(ppis);
-    body.extend_from_slice(frame);
-    rndis_msg(header::PACKET, &body)
 }
 
 /// A GPA-direct type header from raw ranges: (byte_count, byte_offset, pfns).
@@ -845,7 +305,7 @@ fn truncated_and_unexpected_nvsp_messages_are_counted_never_accepted() {
         bad.push(g.send(inband, &[], &m));
     }
     // A control message in a GPA-direct packet is not control.
-    let init = HostileGuest::nvsp_bytes(&NvspMessage::Init(nw::Init::exact(nvsp::version::V6_1)));
+    let init = nvsp_bytes(&NvspMessage::Init(nw::Init::exact(nvsp::version::V6_1)));
     bad.push(g.send(
         PacketType::DATA_USING_GPA_DIRECT,
         &gpa_header(0, &[]),
@@ -877,7 +337,10 @@ fn buffer_requests_with_bad_gpadls_ids_or_repeats_fail() {
     g.expect_fail(t, "SEND_RECV_BUF with an unknown GPADL");
     let t = g.recv_buffer_request(0, nw::RECEIVE_BUFFER_ID);
     g.expect_fail(t, "SEND_RECV_BUF with GPADL 0");
-    let t = g.recv_buffer_request(g.channel.gpadl ^ 0x8000_0000, nw::RECEIVE_BUFFER_ID);
+    let t = g.recv_buffer_request(
+        g.primary_channel().gpadl ^ 0x8000_0000,
+        nw::RECEIVE_BUFFER_ID,
+    );
     g.expect_fail(t, "SEND_RECV_BUF with a mangled ring GPADL");
     let t = g.recv_buffer_request(recv_gpadl, 0x1234);
     g.expect_fail(t, "SEND_RECV_BUF with id 0x1234");
@@ -947,7 +410,7 @@ fn sends_naming_bad_send_sections_fail_and_are_counted() {
         g.expect_fail(t, what);
     }
     // In-band 107 that names no section carries nothing.
-    let nvsp = HostileGuest::rndis_pkt(nw::CHANNEL_TYPE_DATA, nw::NO_SECTION, 0);
+    let nvsp = rndis_pkt(nw::CHANNEL_TYPE_DATA, nw::NO_SECTION, 0);
     let t = g.send(PacketType::DATA_INBAND, &[], &nvsp);
     g.expect_fail(t, "in-band 107 without a section");
     assert_eq!(lab.errors() - before, cases.len() as u64 + 1);
@@ -1299,7 +762,7 @@ fn unknown_completions_and_unused_packet_types_are_ignored() {
     assert_eq!(u32_at(&reply, 8), 9);
     assert_eq!(lab.nic().receive_sections().0, 1);
 
-    let comp = |g: &mut HostileGuest, tid: u64, payload: &[u8]| {
+    let comp = |g: &mut Guest, tid: u64, payload: &[u8]| {
         g.send_with(PacketType::COMP, 0, tid, &[], payload);
     };
     let ok = le(&[
@@ -1348,8 +811,7 @@ fn unknown_completions_and_unused_packet_types_are_ignored() {
     for ty in [
         0x0, 0x1, 0x2, 0x3, 0x4, 0x5, 0x7, 0x8, 0xA, 0xC, 0xD, 0xE, 0xFFFF,
     ] {
-        let nvsp =
-            HostileGuest::nvsp_bytes(&NvspMessage::Init(nw::Init::exact(nvsp::version::V6_1)));
+        let nvsp = nvsp_bytes(&NvspMessage::Init(nw::Init::exact(nvsp::version::V6_1)));
         tids.push(g.send(ty, &[0; 8], &nvsp));
     }
     g.sync();
@@ -1367,31 +829,37 @@ fn unknown_completions_and_unused_packet_types_are_ignored() {
 
     // A packet whose offset8 points outside it is dropped; the channel goes on.
     let write_index = g.peek(0);
-    let init = HostileGuest::nvsp_bytes(&NvspMessage::Init(nw::Init::exact(nvsp::version::V6_1)));
+    let init = nvsp_bytes(&NvspMessage::Init(nw::Init::exact(nvsp::version::V6_1)));
     let (tid_a, tid_b) = (0x0BAD_0FF5, 0x0BAD_0FF6);
-    g.try_write(
-        PacketType::DATA_INBAND,
-        COMPLETION_REQUESTED,
-        tid_a,
-        &[],
-        &init,
-    )
-    .unwrap();
-    let desc = HostileGuest::OUT_DATA + write_index as usize;
-    g.channel.region.write(desc + 2, &1u16.to_le_bytes()); // offset8 1: inside the descriptor
-    g.commit();
+    g.primary()
+        .try_write(
+            PacketType::DATA_INBAND,
+            COMPLETION_REQUESTED,
+            tid_a,
+            &[],
+            &init,
+        )
+        .unwrap();
+    let desc = Guest::OUT_DATA + write_index as usize;
+    g.primary_channel()
+        .region
+        .write(desc + 2, &1u16.to_le_bytes()); // offset8 1: inside the descriptor
+    g.primary().commit();
     let write_index = g.peek(0);
-    g.try_write(
-        PacketType::DATA_INBAND,
-        COMPLETION_REQUESTED,
-        tid_b,
-        &[],
-        &init,
-    )
-    .unwrap();
-    let desc = HostileGuest::OUT_DATA + write_index as usize;
-    g.channel.region.write(desc + 2, &0x100u16.to_le_bytes()); // past len8
-    g.commit();
+    g.primary()
+        .try_write(
+            PacketType::DATA_INBAND,
+            COMPLETION_REQUESTED,
+            tid_b,
+            &[],
+            &init,
+        )
+        .unwrap();
+    let desc = Guest::OUT_DATA + write_index as usize;
+    g.primary_channel()
+        .region
+        .write(desc + 2, &0x100u16.to_le_bytes()); // past len8
+    g.primary().commit();
     g.sync();
     assert!(g.arrived(tid_a).is_none() && g.arrived(tid_b).is_none());
     assert_eq!(lab.errors() - before, tids.len() as u64 + 2);
@@ -1446,19 +914,20 @@ fn a_corrupt_ring_stops_only_that_channel_and_a_new_guest_comes_up() {
                 desc[..2].copy_from_slice(&PacketType::DATA_INBAND.to_le_bytes());
                 desc[2..4].copy_from_slice(&2u16.to_le_bytes());
                 desc[4..6].copy_from_slice(&len8.to_le_bytes());
-                g.channel
+                g.primary_channel()
                     .region
-                    .write(HostileGuest::OUT_DATA + w as usize, &desc);
+                    .write(Guest::OUT_DATA + w as usize, &desc);
                 g.poke(0, (w + 24) % data_size);
             }
             Corruption::Oversized => {
                 let big = vec![0u8; 70 * 1024];
-                g.try_write(PacketType::DATA_INBAND, COMPLETION_REQUESTED, 7, &[], &big)
+                g.primary()
+                    .try_write(PacketType::DATA_INBAND, COMPLETION_REQUESTED, 7, &[], &big)
                     .expect("a 70 KiB packet fits a 128 KiB ring");
-                g.rings.writer.commit().unwrap();
+                g.primary().rings.writer.commit().unwrap();
             }
         }
-        g.channel.guest_to_host.signal();
+        g.primary_channel().guest_to_host.signal();
         lab.wait_until(&format!("{variant:?} to be detected"), |l| {
             l.errors() > before
         });
@@ -1497,7 +966,7 @@ fn a_guest_that_corrupts_the_hosts_ring_indices_cannot_hurt_the_host() {
     g.poke(12, 0xFFFF_FFFF); // the outbound ring's pending_send_sz (the host reads it)
     let before = lab.errors();
     // Enough failing sends that their completions would fill the inbound ring twice.
-    let nvsp = HostileGuest::rndis_pkt(nw::CHANNEL_TYPE_DATA, 0xFFFF_FFFE, 100);
+    let nvsp = rndis_pkt(nw::CHANNEL_TYPE_DATA, 0xFFFF_FFFE, 100);
     let written = g.flood(&nvsp, 5000, 1_000_000);
     g.sync_best_effort();
     lab.wait_until("the host to handle what it could read", |l| {
@@ -1511,14 +980,14 @@ fn a_guest_that_corrupts_the_hosts_ring_indices_cannot_hurt_the_host() {
     lab.assert_a_new_guest_works();
 }
 
-impl HostileGuest {
+impl Guest {
     /// Writes up to `n` copies of an in-band packet with ids from `first`, without reading
     /// anything; stops early once the ring stays full for 1.5 s. Returns how many it wrote.
     fn flood(&mut self, payload: &[u8], n: u64, first: u64) -> u64 {
         let mut written = 0;
         let mut full_since: Option<Instant> = None;
         while written < n {
-            match self.try_write(
+            match self.primary().try_write(
                 PacketType::DATA_INBAND,
                 COMPLETION_REQUESTED,
                 first + written,
@@ -1529,11 +998,11 @@ impl HostileGuest {
                     written += 1;
                     full_since = None;
                     if written.is_multiple_of(64) {
-                        self.commit();
+                        self.primary().commit();
                     }
                 }
                 Err(WriteError::Full { .. }) => {
-                    self.commit();
+                    self.primary().commit();
                     let since = *full_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > Duration::from_millis(1500) {
                         break;
@@ -1543,11 +1012,11 @@ impl HostileGuest {
                 Err(e) => panic!("outbound ring: {e}"),
             }
         }
-        self.commit();
+        self.primary().commit();
         written
     }
 
-    /// Like [`HostileGuest::sync`], but the answer may never come (the guest broke its own
+    /// Like [`Guest::sync`], but the answer may never come (the guest broke its own
     /// inbound ring); waits a bounded time either way.
     fn sync_best_effort(&mut self) {
         let tid = self.nvsp(&NvspMessage::Init(nw::Init::exact(0xDEAD_0003)));
@@ -1562,7 +1031,7 @@ fn a_guest_that_never_reads_completions_is_throttled_not_queued_without_bound() 
     g.bring_up(nvsp::version::V6_1);
     let before = lab.errors();
     // Each of these fails (bad section index) and is answered with a FAIL completion.
-    let nvsp = HostileGuest::rndis_pkt(nw::CHANNEL_TYPE_DATA, 0xFFFF_FFFE, 100);
+    let nvsp = rndis_pkt(nw::CHANNEL_TYPE_DATA, 0xFFFF_FFFE, 100);
     const LIMIT: u64 = 100_000;
     let first = 1_000_000u64;
     let written = g.flood(&nvsp, LIMIT, first);
@@ -1580,7 +1049,7 @@ fn a_guest_that_never_reads_completions_is_throttled_not_queued_without_bound() 
             "only {} of {written} completions arrived",
             seen.len()
         );
-        if let Some(p) = g.recv(Duration::from_millis(100)) {
+        if let Some(p) = g.primary().recv(Duration::from_millis(100)) {
             assert_eq!(p.ty, PacketType::COMP);
             assert!((first..first + written).contains(&p.tid), "tid {}", p.tid);
             let dup = seen.insert(p.tid, nvsp_status(&p.payload));
@@ -1624,35 +1093,12 @@ fn ipv4_frame(proto: u8, payload: usize, lso: bool) -> Vec<u8> {
     f
 }
 
-/// A PACKET carrying `ppis` (type, value) as 16-byte PPIs, then the frame.
-fn packet_with_ppis(ppis: &[(u32, u32)], frame: &[u8]) -> Vec<u8> {
-    let area: Vec<u8> = ppis
-        .iter()
-        .flat_map(|&(t, v)| le(&[16, t, 12, v]))
-        .collect();
-    let ppi_len = area.len() as u32;
-    let ppi_offset = if ppis.is_empty() { 0 } else { 36 };
-    packet_raw(
-        36 + ppi_len,
-        frame.len() as u32,
-        ppi_offset,
-        ppi_len,
-        &area,
-        frame,
-    )
-}
-
-fn lso_ppi(mss: u32, tcp_offset: u16, ipv6: bool) -> (u32, u32) {
-    let v = rndis::ppi::LsoV2Info::new(mss, tcp_offset, ipv6).0;
-    (rndis::ppi::ppi_type::TCP_LARGESEND, v)
-}
-
 fn csum_ppi(ipv6: bool, udp: bool, l4_offset: u16) -> (u32, u32) {
     let v = rndis::ppi::TxChecksumInfo::new(ipv6, udp, l4_offset).0;
     (rndis::ppi::ppi_type::TCPIP_CHKSUM, v)
 }
 
-impl HostileGuest {
+impl Guest {
     /// Turns RSC on (NDIS_OFFLOAD_PARAMETERS: only `rsc_ipv4/6` = 2, the rest "no change").
     fn enable_rsc(&mut self) {
         let mut params = [0u8; 28];
@@ -1680,17 +1126,11 @@ impl HostileGuest {
     fn frames(&mut self, timeout: Duration) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();
         while let Some(p) = self.wait_for(timeout, |p| p.ty == PacketType::DATA_USING_XFER_PAGES) {
-            let (_, ranges) = packet::parse_transfer_pages(&p.header).expect("xfer header");
-            let (region, _) = self.recv.as_ref().expect("a receive buffer");
             let mut frame = Vec::new();
-            for r in ranges {
-                let (count, offset) = (r.byte_count as usize, r.byte_offset as usize);
-                let mut msg = vec![0u8; count];
-                region.read(offset, &mut msg);
+            for msg in self.read_xfer(0, &p) {
                 let pkt = rndis::packet::parse_packet(&msg).expect("host PACKET");
                 frame.extend_from_slice(pkt.frame);
             }
-            self.complete_rx(p.tid);
             frames.push(frame);
         }
         frames
@@ -1700,7 +1140,7 @@ impl HostileGuest {
 #[test]
 fn offload_requests_that_do_not_match_their_frame_fail_and_reach_no_one() {
     let lab = Lab::start_with(HostProfile::Azure, true);
-    let mut victim = HostileGuest::connect(&lab.victim_path);
+    let mut victim = lab.connect("victim");
     victim.bring_up(nvsp::version::V6_1);
     victim.enable_rsc();
     let victim_nic = lab.host.nic("victim").expect("the victim's NIC").clone();

@@ -9,35 +9,29 @@
 //! itself with netpkt's bit-by-bit reference Toeplitz (not the host's table-driven one).
 //! Every wait is bounded, so a hang is a failure.
 
-use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
+
 use std::time::{Duration, Instant};
 
-use netvsp::nic::Nic;
-use netvsp::{Host, HostConfig, HostProfile, VmSpec};
+use common::*;
+use netvsp::HostProfile;
 use nvsp::NvspMessage;
 use nvsp::wire as nw;
 use rndis::header;
 use rndis::rss::{DEFAULT_KEY, emit_rss_parameters, flags as rss_flags, hash};
-use vmbus::channel::GuestRings;
-use vmbus::client::{Client, Event, OpenedChannel};
+use vmbus::client::Event;
 use vmbus::guid::NETVSC_CLASS;
-use vmbus::memory::{GuestMemory, GuestRegion, PAGE_SIZE};
-use vmbus::packet::{self, COMPLETION_REQUESTED, GpaRangeSpec, PacketType};
-use vmbus::ring::OutgoingPacket;
-use zerocopy::little_endian::{U16, U32, U64};
+use vmbus::packet::PacketType;
+use zerocopy::little_endian::U32;
 
-/// How long any one answer from the host may take.
-const REPLY: Duration = Duration::from_secs(5);
-/// Pages per ring, control page included: a 128 KiB data area.
-const RING_PAGES: u32 = 33;
 /// Receive buffer: 2 MiB = 1213 sections of 1728 bytes.
 const RECV_BYTES: usize = 2 << 20;
-/// Send buffer: 16 sections of 6144 bytes.
-const SEND_SECTIONS: usize = 16;
-const SECTION: usize = nw::SEND_SECTION_SIZE as usize;
+/// 16 MiB of guest memory; 64 KiB of scratch for GPA-direct RNDIS messages.
+const SIZES: GuestSizes = GuestSizes {
+    memory: 16 << 20,
+    scratch: 64 * 1024,
+    recv_buffer: RECV_BYTES,
+};
 /// The multi-queue guest's MAC and addresses.
 const RX_MAC: [u8; 6] = [0x00, 0x15, 0x5d, 0x43, 0x00, 0x01];
 const RX_IP: [u8; 4] = [198, 18, 0, 1];
@@ -52,90 +46,25 @@ const TX_IP6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 // ---------------------------------------------------------------------------------------
 
 /// A running host with two VMs on one switch: `rx` (multi-queue) and `tx` (one queue).
-struct Lab {
-    host: Host,
-    rx_path: PathBuf,
-    tx_path: PathBuf,
-}
-
 impl Lab {
     fn start(profile: HostProfile, queues: u16) -> Lab {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let socket = |name: &str| {
-            std::env::temp_dir().join(format!(
-                "hvnet-multiqueue-{}-{n}-{name}.vmbus",
-                std::process::id()
-            ))
-        };
-        let (rx_path, tx_path) = (socket("rx"), socket("tx"));
-        let host = Host::start(HostConfig {
-            vms: vec![
-                VmSpec {
-                    name: "rx".into(),
-                    socket: rx_path.clone(),
-                    mac: RX_MAC,
-                },
-                VmSpec {
-                    name: "tx".into(),
-                    socket: tx_path.clone(),
-                    mac: TX_MAC,
-                },
-            ],
+        Lab::launch(
+            "multiqueue",
             profile,
-            tracer: None,
             queues,
-        })
-        .expect("start the host");
-        Lab {
-            host,
-            rx_path,
-            tx_path,
-        }
+            &[("rx", RX_MAC), ("tx", TX_MAC)],
+            SIZES,
+        )
     }
 
-    fn nic(&self) -> &Arc<Nic> {
-        self.host.nic("rx").expect("the rx VM's NIC")
-    }
-
-    fn stat(&self, name: &str) -> u64 {
-        self.nic()
-            .stats()
-            .snapshot()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .unwrap_or_else(|| panic!("no counter {name}"))
-            .1
-    }
-
-    fn has_stat(&self, name: &str) -> bool {
-        self.nic()
-            .stats()
-            .snapshot()
-            .iter()
-            .any(|(n, _)| *n == name)
-    }
-
-    fn errors(&self) -> u64 {
-        self.stat("protocol_errors")
-    }
-
-    /// Waits (bounded) until `f` holds.
-    fn wait_until(&self, what: &str, f: impl Fn(&Lab) -> bool) {
-        let deadline = Instant::now() + REPLY;
-        while !f(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; host counters: {:?}",
-                self.nic().stats().snapshot()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    /// The rx VM's guest: connected, its primary open, nothing sent.
+    fn guest(&self) -> Guest {
+        self.connect("rx")
     }
 
     /// The sending VM, brought up (one queue, as the current netvsc).
     fn sender(&self) -> Guest {
-        let mut g = Guest::connect(&self.tx_path);
+        let mut g = self.connect("tx");
         g.bring_up(nvsp::version::V6_1);
         g
     }
@@ -144,103 +73,6 @@ impl Lab {
 // ---------------------------------------------------------------------------------------
 // A hand-made guest with any number of channels
 // ---------------------------------------------------------------------------------------
-
-/// A packet the host wrote, copied out of a ring.
-#[derive(Clone, Debug)]
-struct Pkt {
-    ty: u16,
-    tid: u64,
-    header: Vec<u8>,
-    payload: Vec<u8>,
-}
-
-/// One open channel: its rings and what was read from them but not yet wanted.
-struct Chan {
-    // Declared first so they are dropped before the channel that owns their memory.
-    rings: GuestRings,
-    channel: OpenedChannel,
-    inbound: Vec<u8>,
-    stash: VecDeque<Pkt>,
-}
-
-impl Chan {
-    fn new(channel: OpenedChannel) -> Chan {
-        Chan {
-            rings: GuestRings::new(&channel).expect("ring views"),
-            channel,
-            inbound: vec![0; 128 * 1024],
-            stash: VecDeque::new(),
-        }
-    }
-
-    fn write(&mut self, ty: u16, flags: u16, tid: u64, header: &[u8], payload: &[u8]) {
-        let pkt = OutgoingPacket {
-            packet_type: ty,
-            flags,
-            transaction_id: tid,
-            header,
-            payload: &[payload],
-        };
-        self.rings
-            .writer
-            .write(&pkt)
-            .expect("write to the outbound ring");
-        if self.rings.writer.commit().expect("outbound ring") {
-            self.channel.guest_to_host.signal();
-        }
-    }
-
-    /// The next packet: one kept earlier, else one read within `timeout`.
-    fn next(&mut self, timeout: Duration) -> Option<Pkt> {
-        self.stash.pop_front().or_else(|| self.recv(timeout))
-    }
-
-    /// Reads the next packet from the ring, waiting up to `timeout`.
-    fn recv(&mut self, timeout: Duration) -> Option<Pkt> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.rings.reader.read(&mut self.inbound) {
-                Ok(Some(p)) => {
-                    let pkt = Pkt {
-                        ty: p.packet_type,
-                        tid: p.transaction_id,
-                        header: p.header.to_vec(),
-                        payload: p.payload.to_vec(),
-                    };
-                    if self.rings.reader.commit().expect("inbound ring") {
-                        self.channel.guest_to_host.signal();
-                    }
-                    return Some(pkt);
-                }
-                Ok(None) => {}
-                Err(e) => panic!("the host wrote a bad packet: {e}"),
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.channel
-                .host_to_guest
-                .wait(Some(left.min(Duration::from_millis(20))));
-        }
-    }
-
-    /// The first packet matching `want` (earlier non-matching packets are kept).
-    fn wait_for(&mut self, timeout: Duration, want: impl Fn(&Pkt) -> bool) -> Option<Pkt> {
-        if let Some(i) = self.stash.iter().position(&want) {
-            return self.stash.remove(i);
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let p = self.recv(left)?;
-            if want(&p) {
-                return Some(p);
-            }
-            self.stash.push_back(p);
-        }
-    }
-}
 
 /// A received frame (one transfer-page packet; RSC pieces joined): the queue it arrived
 /// on, its bytes and the hash PPIs of its first piece.
@@ -256,192 +88,11 @@ struct Rx {
     hash_in_later_pieces: bool,
 }
 
-/// A guest that writes NVSP and RNDIS by hand; `chans[i]` is the channel with
-/// `sub_channel_index` i (None until opened).
-struct Guest {
-    chans: Vec<Option<Chan>>,
-    client: Client,
-    memory: Arc<GuestMemory>,
-    relid: u32,
-    next_tid: u64,
-    next_req: u32,
-    recv: Option<(GuestRegion, u32)>,
-    send: Option<(GuestRegion, u32)>,
-    scratch: GuestRegion,
-    nvsp_version: u32,
-}
-
 impl Guest {
-    fn connect(path: &Path) -> Guest {
-        let memory = Arc::new(GuestMemory::new(16 << 20).expect("guest memory"));
-        let mut client = Client::connect(path, memory.clone(), None).expect("VMBus connect");
-        let offers = client.request_offers().expect("offers");
-        let relid = offers
-            .iter()
-            .find(|o| o.class_id == NETVSC_CLASS && o.sub_channel_index == 0)
-            .expect("the host offers a NIC")
-            .relid;
-        let channel = client
-            .open_channel(relid, RING_PAGES)
-            .expect("open channel");
-        let scratch = memory.alloc(64 * 1024).expect("scratch");
-        Guest {
-            chans: vec![Some(Chan::new(channel))],
-            client,
-            memory,
-            relid,
-            next_tid: 1,
-            next_req: 1,
-            recv: None,
-            send: None,
-            scratch,
-            nvsp_version: 0,
-        }
-    }
-
-    fn chan(&mut self, q: usize) -> &mut Chan {
-        self.chans[q].as_mut().expect("channel open")
-    }
-
-    fn primary(&mut self) -> &mut Chan {
-        self.chan(0)
-    }
-
-    /// Sends an in-band NVSP message on channel `q`, asking for a completion.
-    fn nvsp_on(&mut self, q: usize, msg: &NvspMessage<'_>) -> u64 {
-        let tid = self.next_tid;
-        self.next_tid += 1;
-        self.chan(q).write(
-            PacketType::DATA_INBAND,
-            COMPLETION_REQUESTED,
-            tid,
-            &[],
-            &nvsp_bytes(msg),
-        );
-        tid
-    }
-
-    fn nvsp(&mut self, msg: &NvspMessage<'_>) -> u64 {
-        self.nvsp_on(0, msg)
-    }
-
-    /// The completion of `tid` on channel `q`, if one arrives in time.
-    fn completion_on(&mut self, q: usize, tid: u64, timeout: Duration) -> Option<Pkt> {
-        self.chan(q)
-            .wait_for(timeout, |p| p.ty == PacketType::COMP && p.tid == tid)
-    }
-
-    fn expect_status(&mut self, tid: u64, what: &str) -> u32 {
-        let p = self
-            .completion_on(0, tid, REPLY)
-            .unwrap_or_else(|| panic!("no completion for {what} within {REPLY:?}"));
-        nvsp_status(&p.payload)
-    }
-
-    /// A barrier: once the answer to an INIT with a made-up version arrives, the host has
-    /// handled everything sent on the primary before it.
-    fn sync(&mut self) {
-        let tid = self.nvsp(&NvspMessage::Init(nw::Init::exact(0xDEAD_0001)));
-        let s = self.expect_status(tid, "INIT(0xDEAD0001) used as a barrier");
-        assert_ne!(s, nvsp::status::SUCCESS);
-    }
-
-    fn gpadl(&mut self, bytes: usize) -> (GuestRegion, u32) {
-        let region = self.memory.alloc(bytes).expect("buffer memory");
-        let gpadl = self
-            .client
-            .create_gpadl(self.relid, &region)
-            .expect("buffer GPADL");
-        (region, gpadl)
-    }
-
-    /// NVSP INIT, NDIS config and version, receive and send buffers.
-    fn bring_up_nvsp(&mut self, version: u32) {
-        let tid = self.nvsp(&NvspMessage::Init(nw::Init::exact(version)));
-        assert_eq!(self.expect_status(tid, "INIT"), nvsp::status::SUCCESS);
-        self.nvsp_version = version;
-        self.nvsp(&NvspMessage::SendNdisConfig(nw::SendNdisConfig {
-            mtu: U32::new(1514),
-            reserved: U32::ZERO,
-            capability: U64::new(nvsp::capability::linux_capabilities(version)),
-        }));
-        self.nvsp(&NvspMessage::SendNdisVersion(
-            nw::SendNdisVersion::for_nvsp(version),
-        ));
-        let (region, gpadl) = self.gpadl(RECV_BYTES);
-        let tid = self.nvsp(&NvspMessage::SendReceiveBuffer(nw::SendBuffer {
-            gpadl: U32::new(gpadl),
-            id: U16::new(nw::RECEIVE_BUFFER_ID),
-        }));
-        assert_eq!(
-            self.expect_status(tid, "SEND_RECV_BUF"),
-            nvsp::status::SUCCESS
-        );
-        self.recv = Some((region, gpadl));
-        let (region, gpadl) = self.gpadl(SEND_SECTIONS * SECTION);
-        let tid = self.nvsp(&NvspMessage::SendSendBuffer(nw::SendBuffer {
-            gpadl: U32::new(gpadl),
-            id: U16::new(nw::SEND_BUFFER_ID),
-        }));
-        assert_eq!(
-            self.expect_status(tid, "SEND_SEND_BUF"),
-            nvsp::status::SUCCESS
-        );
-        self.send = Some((region, gpadl));
-    }
-
-    /// The whole single-queue bring-up: NVSP, RNDIS INITIALIZE, packet filter.
-    fn bring_up(&mut self, version: u32) {
-        self.bring_up_nvsp(version);
-        let req = self.req();
-        let reply = self.rndis_request(&rndis_msg(header::INITIALIZE, &le(&[req, 1, 0, 0x4000])));
-        assert_eq!(u32_at(&reply, 0), header::INITIALIZE_COMPLETE);
-        assert_eq!(u32_at(&reply, 12), rndis::status::SUCCESS);
-        let filter = rndis::oid::packet_filter::LINUX_OPEN.to_le_bytes();
-        assert_eq!(
-            self.set(rndis::oid::GEN_CURRENT_PACKET_FILTER, &filter),
-            rndis::status::SUCCESS
-        );
-    }
-
-    fn req(&mut self) -> u32 {
-        self.next_req += 1;
-        self.next_req
-    }
-
     /// Sends an RNDIS control message GPA-direct on the primary and returns the reply
     /// the host posts through the receive buffer (on queue 0).
     fn rndis_request(&mut self, msg: &[u8]) -> Vec<u8> {
-        self.scratch.write(0, msg);
-        let gpa = self.scratch.gpa();
-        let first = gpa / PAGE_SIZE as u64;
-        let pages = packet::gpa_range_pfn_count(0, msg.len() as u32);
-        let pfns: Vec<u64> = (first..first + pages).collect();
-        let mut gpa_header = vec![0u8; 16 + 8 * pfns.len()];
-        let n = packet::write_gpa_direct_header(
-            &mut gpa_header,
-            &[GpaRangeSpec {
-                byte_count: msg.len() as u32,
-                byte_offset: 0,
-                pfns: &pfns,
-            }],
-            packet::MAX_GPA_RANGES,
-        )
-        .expect("GPA header");
-        let tid = self.next_tid;
-        self.next_tid += 1;
-        let nvsp = nvsp_bytes(&NvspMessage::SendRndisPacket(nw::SendRndisPacket {
-            channel_type: U32::new(nw::CHANNEL_TYPE_CONTROL),
-            section_index: U32::new(nw::NO_SECTION),
-            section_size: U32::ZERO,
-        }));
-        self.primary().write(
-            PacketType::DATA_USING_GPA_DIRECT,
-            COMPLETION_REQUESTED,
-            tid,
-            &gpa_header[..n],
-            &nvsp,
-        );
+        let tid = self.rndis_gpa(msg);
         assert_eq!(
             self.expect_status(tid, "RNDIS control send"),
             nvsp::status::SUCCESS
@@ -457,32 +108,6 @@ impl Guest {
         let msgs = self.read_xfer(0, &p);
         assert_eq!(msgs.len(), 1, "one reply per transfer-page packet");
         msgs.into_iter().next().expect("one")
-    }
-
-    /// Copies the RNDIS messages of a transfer-page packet out of the receive buffer
-    /// and completes it on the channel it came on.
-    fn read_xfer(&mut self, q: usize, p: &Pkt) -> Vec<Vec<u8>> {
-        let (pageset, ranges) = packet::parse_transfer_pages(&p.header).expect("xfer header");
-        assert_eq!(pageset, nw::RECEIVE_BUFFER_ID);
-        let (region, _) = self.recv.as_ref().expect("a receive buffer");
-        let msgs = ranges
-            .iter()
-            .map(|r| {
-                let (count, offset) = (r.byte_count as usize, r.byte_offset as usize);
-                assert!(offset + count <= region.len());
-                let mut m = vec![0u8; count];
-                region.read(offset, &mut m);
-                m
-            })
-            .collect();
-        let mut buf = [0u8; nw::RECEIVE_COMPLETION_SIZE];
-        NvspMessage::SendRndisPacketComplete(nw::SendRndisPacketComplete {
-            status: U32::new(nvsp::status::SUCCESS),
-        })
-        .emit(&mut buf)
-        .expect("completion");
-        self.chan(q).write(PacketType::COMP, 0, p.tid, &[], &buf);
-        msgs
     }
 
     /// QUERY `oid` with `data`; returns (status, answer).
@@ -595,23 +220,8 @@ impl Guest {
         for batch in msgs.chunks(SEND_SECTIONS) {
             let mut tids = Vec::new();
             for (i, msg) in batch.iter().enumerate() {
-                let (region, _) = self.send.as_ref().expect("a send buffer");
-                region.write(i * SECTION, msg);
-                let nvsp = nvsp_bytes(&NvspMessage::SendRndisPacket(nw::SendRndisPacket {
-                    channel_type: U32::new(nw::CHANNEL_TYPE_DATA),
-                    section_index: U32::new(i as u32),
-                    section_size: U32::new(msg.len() as u32),
-                }));
-                let tid = self.next_tid;
-                self.next_tid += 1;
-                self.primary().write(
-                    PacketType::DATA_INBAND,
-                    COMPLETION_REQUESTED,
-                    tid,
-                    &[],
-                    &nvsp,
-                );
-                tids.push(tid);
+                assert!(self.send.is_some(), "a send buffer");
+                tids.push(self.rndis_section(i as u32, msg.len() as u32, msg));
             }
             for tid in tids {
                 assert_eq!(self.expect_status(tid, "a send"), nvsp::status::SUCCESS);
@@ -668,7 +278,7 @@ impl Guest {
 /// The rx guest with NVSP 6.1, RNDIS up, `subchannels` granted and open (opened in
 /// reverse order, to show the host takes any order), the send table checked.
 fn multiqueue_guest(lab: &Lab, subchannels: u32) -> Guest {
-    let mut g = Guest::connect(&lab.rx_path);
+    let mut g = lab.guest();
     g.bring_up(nvsp::version::V6_1);
     let (status, granted) = g.request_subchannels(subchannels);
     assert_eq!(status, nvsp::status::SUCCESS);
@@ -808,7 +418,7 @@ fn linux_table(channels: u32) -> Vec<u32> {
 #[test]
 fn subchannels_are_granted_offered_opened_in_any_order_and_rss_spreads_tcp_flows() {
     let lab = Lab::start(HostProfile::Azure, 4);
-    let mut g = Guest::connect(&lab.rx_path);
+    let mut g = lab.guest();
     g.bring_up(nvsp::version::V6_1);
 
     // §7.4: {0x88, 2, 18}, flags 0x300, 1 message, 4 queues, 128 entries.
@@ -1105,7 +715,7 @@ fn a_guest_that_never_asks_stays_single_queue() {
     // What the current netvsc does: no 133, no RSS. Frames on queue 0, no hash PPIs,
     // counters for queue 0 only.
     let lab = Lab::start(HostProfile::Azure, 8);
-    let mut g = Guest::connect(&lab.rx_path);
+    let mut g = lab.guest();
     g.bring_up(nvsp::version::V6_1);
     let mut tx = lab.sender();
     let frames: Vec<Vec<u8>> = (0..32u16).map(|i| tcp4(40_000 + i, 80)).collect();
@@ -1122,7 +732,7 @@ fn a_guest_that_never_asks_stays_single_queue() {
 
     // A host configured with one queue grants none, offers none, sends no table.
     let lab = Lab::start(HostProfile::Azure, 1);
-    let mut g = Guest::connect(&lab.rx_path);
+    let mut g = lab.guest();
     g.bring_up(nvsp::version::V6_1);
     let (_, caps) = g.query(rndis::oid::GEN_RECEIVE_SCALE_CAPABILITIES, &[]);
     assert_eq!(u32_at(&caps, 12), 1, "one receive queue");
@@ -1202,7 +812,7 @@ fn subchannel_requests_that_break_the_rules_are_refused_and_counted() {
     let lab = Lab::start(HostProfile::Azure, 4);
 
     // Before INIT: refused (no SUCCESS), counted, nothing offered.
-    let mut g = Guest::connect(&lab.rx_path);
+    let mut g = lab.guest();
     let before = lab.errors();
     let tid = g.request_subchannels_on(0, nw::SUBCHANNEL_OP_ALLOCATE, 3);
     g.sync();
@@ -1261,7 +871,7 @@ fn subchannel_requests_that_break_the_rules_are_refused_and_counted() {
 
     // Below NVSP 5 (a ws2012r2-era guest at NVSP 4): no subchannels, no RSS.
     let lab = Lab::start(HostProfile::Azure, 4);
-    let mut g = Guest::connect(&lab.rx_path);
+    let mut g = lab.guest();
     g.bring_up(nvsp::version::V4);
     let before = lab.errors();
     assert_eq!(g.request_subchannels(3), (nvsp::status::FAIL, 0));
@@ -1359,60 +969,7 @@ fn rss_parameters_that_break_the_rules_are_refused_and_change_nothing() {
 // Wire helpers
 // ---------------------------------------------------------------------------------------
 
-fn nvsp_bytes(msg: &NvspMessage<'_>) -> Vec<u8> {
-    let mut buf = [0u8; nw::V6_1_MESSAGE_SIZE];
-    let n = msg
-        .emit_padded(&mut buf, nw::V6_1_MESSAGE_SIZE)
-        .expect("emit NVSP");
-    buf[..n].to_vec()
-}
-
-/// The status of an NVSP completion payload (0 if it carries none).
-fn nvsp_status(payload: &[u8]) -> u32 {
-    match NvspMessage::parse_completion(payload) {
-        Ok(NvspMessage::InitComplete(c)) => c.status.get(),
-        Ok(NvspMessage::SendReceiveBufferComplete(c)) => c.status.get(),
-        Ok(NvspMessage::SendSendBufferComplete(c)) => c.status.get(),
-        Ok(NvspMessage::SendRndisPacketComplete(c)) => c.status.get(),
-        Ok(NvspMessage::SubchannelComplete(c)) => c.status.get(),
-        _ => 0,
-    }
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn le(words: &[u32]) -> Vec<u8> {
-    words.iter().flat_map(|w| w.to_le_bytes()).collect()
-}
-
-/// An RNDIS message: header (type, msg_len = 8 + body) then the body.
-fn rndis_msg(msg_type: u32, body: &[u8]) -> Vec<u8> {
-    let mut m = le(&[msg_type, 8 + body.len() as u32]);
-    m.extend_from_slice(body);
-    m
-}
-
-/// QUERY or SET with the data right after the 20-byte fixed part (offset 20).
-fn info_request(msg_type: u32, req: u32, oid: u32, data: &[u8]) -> Vec<u8> {
-    let mut body = le(&[req, oid, data.len() as u32, 20, 0]);
-    body.extend_from_slice(data);
-    rndis_msg(msg_type, &body)
-}
-
 /// A PACKET with an LSOv2 PPI (MSS, TCP header at 34, IPv4), then the frame.
 fn lso_packet_msg(frame: &[u8], mss: u32) -> Vec<u8> {
-    let lso = rndis::ppi::LsoV2Info::new(mss, 34, false).0;
-    let mut body = le(&[52, frame.len() as u32, 0, 0, 0, 36, 16, 0, 0]);
-    body.extend_from_slice(&le(&[16, rndis::ppi::ppi_type::TCP_LARGESEND, 12, lso]));
-    body.extend_from_slice(frame);
-    rndis_msg(header::PACKET, &body)
-}
-
-/// A PACKET with the frame right after the body and no PPIs.
-fn packet_msg(frame: &[u8]) -> Vec<u8> {
-    let mut body = le(&[36, frame.len() as u32, 0, 0, 0, 0, 0, 0, 0]);
-    body.extend_from_slice(frame);
-    rndis_msg(header::PACKET, &body)
+    packet_with_ppis(&[lso_ppi(mss, 34, false)], frame)
 }
