@@ -372,6 +372,7 @@ impl Guest {
             while stats.queues.len() < queues {
                 stats.queues.push(Arc::default());
             }
+            stats.active = queues;
             driver.queue = stats.queues[0].clone();
         }
         *self.info.lock().unwrap() = info;

@@ -104,8 +104,10 @@ pub struct QueueStats {
 pub struct StatsView {
     /// NIC-wide counters.
     pub nic: std::sync::Arc<GuestStats>,
-    /// Per-queue counters, queue 0 first.
+    /// Per-queue counters, queue 0 first (kept for queues a rebuild removed).
     pub queues: Vec<std::sync::Arc<QueueStats>>,
+    /// Queues in use now: `snapshot` lists these.
+    pub active: usize,
 }
 
 impl StatsView {
@@ -118,7 +120,7 @@ impl StatsView {
             .map(|(k, x)| (k.to_owned(), x))
             .collect();
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        for (i, q) in self.queues.iter().enumerate() {
+        for (i, q) in self.queues.iter().enumerate().take(self.active.max(1)) {
             v.push((format!("tx_queue_{i}_packets"), g(&q.tx_packets)));
             v.push((format!("tx_queue_{i}_bytes"), g(&q.tx_bytes)));
             v.push((format!("rx_queue_{i}_packets"), g(&q.rx_packets)));

@@ -865,16 +865,31 @@ impl ChannelContext {
             header: &[],
             payload: &[&buf[..n]],
         };
-        if let Err(WriteError::Full { .. }) = self.queue.write(&pkt)
-            && let NvspMessage::SendRndisPacketComplete(c) = msg
-        {
-            self.queue
-                .out
-                .lock()
-                .unwrap()
-                .backlog
-                .push((transaction_id, c.status.get()));
+        match self.queue.write(&pkt) {
+            Ok(()) => {}
+            Err(WriteError::Full { .. }) => {
+                if let NvspMessage::SendRndisPacketComplete(c) = msg {
+                    self.queue
+                        .out
+                        .lock()
+                        .unwrap()
+                        .backlog
+                        .push((transaction_id, c.status.get()));
+                }
+            }
+            Err(e) => self.write_failed(&e),
         }
+    }
+
+    /// A write to the guest's inbound ring failed for a reason other than space: the
+    /// guest corrupted the ring's indices. Counted and logged; the channel stays up
+    /// until the guest closes it, but nothing more is lost silently.
+    fn write_failed(&self, e: &WriteError) {
+        self.nic
+            .stats
+            .protocol_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(nic = %self.nic.config.name, "cannot write the guest's ring: {e}");
     }
 
     fn flush_backlog(&self) {
@@ -1191,7 +1206,11 @@ impl ChannelContext {
             header: &[],
             payload: &[],
         };
-        let _ = self.queue.write(&pkt);
+        if let Err(e) = self.queue.write(&pkt)
+            && !matches!(e, WriteError::Full { .. })
+        {
+            self.write_failed(&e);
+        }
     }
 
     /// Gathers the RNDIS bytes of one guest send (section and/or GPA ranges) and
