@@ -40,6 +40,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const INBOUND_COPY: usize = 4624;
 /// Bytes reserved before a frame in a staging slot for the RNDIS header and PPIs.
 pub(crate) const HEADROOM: usize = 256;
+/// Header bytes of an RSC frame copied privately (Ethernet, IP and TCP headers fit).
+const RSC_HEAD: usize = 256;
 /// Staging slot size: headroom, virtio-net header and the largest frame.
 pub(crate) const STAGING_SLOT: usize = HEADROOM + 65536 + 512;
 
@@ -177,6 +179,10 @@ pub struct Driver {
     /// and the pieces so far; the bytes are in `rsc_buf`.
     rsc: Option<(PacketInfo, u32)>,
     rsc_buf: Vec<u8>,
+    /// The pieces of the RSC packet in progress: (offset, length) in the receive buffer.
+    rsc_spans: Vec<(usize, usize)>,
+    /// Bytes in those pieces.
+    rsc_total: usize,
     /// Scratch for frames segmented in software.
     seg_buf: Vec<u8>,
     /// A frame being segmented in software, waiting for send resources.
@@ -243,6 +249,8 @@ impl Driver {
             .map_err(|e| GuestError::Protocol(e.to_string()))?,
             rsc: None,
             rsc_buf: Vec::with_capacity(65536 + 64),
+            rsc_spans: Vec::with_capacity(64),
+            rsc_total: 0,
             seg_buf: Vec::new(),
             segmenting: None,
             keepalive_replies: Vec::new(),
@@ -697,10 +705,11 @@ impl Driver {
             .pktinfo_id
             .is_some_and(|id| id.flag & PktInfoId::SUBALLOC != 0);
         let region = &self.recv.as_ref().expect("a packet arrived in it").region;
-        if piece && len <= self.rsc_buf.capacity() {
+        if piece {
             let id = info.pktinfo_id.expect("checked");
             if id.flag & PktInfoId::FIRST_FRAG != 0 {
-                self.rsc_buf.clear();
+                self.rsc_spans.clear();
+                self.rsc_total = 0;
                 self.rsc = Some((info, 0));
             }
             let Some((_, pieces)) = self.rsc.as_mut() else {
@@ -708,19 +717,18 @@ impl Driver {
                 return false;
             };
             *pieces += 1;
-            let have = self.rsc_buf.len();
-            if *pieces > 562 || have + len > 65535 + 18 {
+            if *pieces > 562 || self.rsc_total + len > 65535 + 18 {
                 self.rsc = None;
                 self.stats.rx_bad_messages.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
-            self.rsc_buf.resize(have + len, 0);
-            region.read(at, &mut self.rsc_buf[have..]);
+            // The pieces stay in their sections until the frame is written (the
+            // packet's completion goes out after that).
+            self.rsc_spans.push((at, len));
+            self.rsc_total += len;
             if id.flag & PktInfoId::LAST_FRAG != 0 {
                 let (first, _) = self.rsc.take().expect("in progress");
-                let mut buf = std::mem::take(&mut self.rsc_buf);
-                self.deliver_coalesced(&mut buf, &first);
-                self.rsc_buf = buf;
+                self.deliver_rsc(&first);
             }
             return true;
         }
@@ -791,6 +799,77 @@ impl Driver {
                 write_validated(tap, stats, frame, None);
             } else {
                 write_tap(tap, stats, &VnetHdr::default(), frame, None);
+            }
+        }
+    }
+
+    /// Hands an RSC frame whose pieces sit in receive sections to the kernel as one
+    /// GSO packet: its headers from a private copy (validated and patched: IPv4 header
+    /// checksum, TCP pseudo-header seed), the payload straight from the sections with
+    /// writev, so the payload is copied once, by the kernel. Falls back to reassembling
+    /// a private copy when the headers do not fit the copy.
+    fn deliver_rsc(&mut self, info: &PacketInfo) {
+        let recv = self.recv.clone().expect("pieces arrived in it");
+        let region = &recv.region;
+        let Some(&(first_at, first_len)) = self.rsc_spans.first() else {
+            return;
+        };
+        let mut head = [0u8; RSC_HEAD];
+        let head_len = first_len.min(RSC_HEAD);
+        region.read(first_at, &mut head[..head_len]);
+        let total = self.rsc_total;
+        let plan = crate::offload::rsc_headers(
+            &self.features,
+            info,
+            &mut head[..head_len],
+            total,
+            self.mtu,
+        );
+        let Some(plan) = plan else {
+            // Headers beyond the copy or not TCP: assemble privately.
+            let mut buf = std::mem::take(&mut self.rsc_buf);
+            buf.clear();
+            for &(at, len) in &self.rsc_spans {
+                let have = buf.len();
+                buf.resize(have + len, 0);
+                region.read(at, &mut buf[have..]);
+            }
+            self.deliver_coalesced(&mut buf, info);
+            self.rsc_buf = buf;
+            return;
+        };
+        self.flush_gro();
+        let Some(tap) = &self.tap else {
+            self.stats.rx_tap_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.stats.rx_rsc_packets.fetch_add(1, Ordering::Relaxed);
+        let vnet = plan.encode();
+        let base = region.as_ptr();
+        let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(self.rsc_spans.len() + 2);
+        iov.push(IoSlice::new(&vnet));
+        iov.push(IoSlice::new(&head[..head_len]));
+        for (i, &(at, len)) in self.rsc_spans.iter().enumerate() {
+            let skip = if i == 0 { head_len } else { 0 };
+            if len > skip {
+                // SAFETY: `at..at + len` was checked to lie in the receive buffer, which
+                // outlives this call; the bytes are only handed to the kernel to copy,
+                // never read here, so the host writing them meanwhile cannot mislead us.
+                iov.push(IoSlice::new(unsafe {
+                    std::slice::from_raw_parts(base.add(at + skip), len - skip)
+                }));
+            }
+        }
+        match tap.write(&iov) {
+            Ok(true) => {
+                let (stats, queue) = (&self.stats, &self.queue);
+                stats.rx_packets.fetch_add(1, Ordering::Relaxed);
+                stats.rx_bytes.fetch_add(total as u64, Ordering::Relaxed);
+                queue.rx_packets.fetch_add(1, Ordering::Relaxed);
+                queue.rx_bytes.fetch_add(total as u64, Ordering::Relaxed);
+            }
+            _ => {
+                self.stats.rx_tap_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -237,3 +237,82 @@ pub fn validated_vnet(frame: &[u8], mss: Option<u16>) -> Option<(VnetHdr, usize,
     }
     Some((hdr, l4 + field, checksum::fold(seed).to_be_bytes()))
 }
+
+/// Prepares the private header copy of an RSC frame of `total` bytes for the kernel
+/// (PROTOCOL.md §8.4, §10): recomputes a stale IPv4 header checksum (bits 5 + 8), seeds
+/// the TCP checksum with the pseudo-header sum and returns the virtio-net header that
+/// hands the frame over as one GSO packet with a trusted partial checksum. None if the
+/// host did not validate the frame, it is not TCP, or its headers reach past `head`.
+pub fn rsc_headers(
+    features: &Features,
+    info: &PacketInfo,
+    head: &mut [u8],
+    total: usize,
+    mtu: u32,
+) -> Option<VnetHdr> {
+    let c = info.checksum.map(RxChecksumInfo)?;
+    if !features.rx_csum.load(Ordering::Relaxed) || !c.has(RxChecksumInfo::TCP_OK) {
+        return None;
+    }
+    // Parse the headers alone: the IP length field is read as "to the end".
+    let mut probe = [0u8; 256];
+    let probe = probe.get_mut(..head.len())?;
+    probe.copy_from_slice(head);
+    let ethertype_at = 12;
+    let l3 = 14;
+    let v4 = head.get(ethertype_at..ethertype_at + 2)? == [0x08, 0x00];
+    if v4 {
+        probe.get_mut(l3 + 2..l3 + 4)?.fill(0);
+    } else {
+        probe.get_mut(l3 + 4..l3 + 6)?.fill(0);
+    }
+    let parsed = netpkt::frame::parse_lso_frame(probe).ok()?;
+    let L4::Tcp { header_len, .. } = parsed.l4 else {
+        return None;
+    };
+    let l4 = parsed.l4_offset?;
+    if parsed.l3_offset != l3 || l4 + usize::from(header_len) > head.len() || total < l4 {
+        return None;
+    }
+    let l4_len = total - l4;
+    let seed = match parsed.l3 {
+        L3::Ipv4 {
+            src,
+            dst,
+            header_len: ihl,
+            ..
+        } => {
+            let ip_len = u16::try_from(total - l3).ok()?;
+            if head.get(l3 + 2..l3 + 4)? != ip_len.to_be_bytes() {
+                return None;
+            }
+            if c.has(RxChecksumInfo::IP_OK | RxChecksumInfo::IP_VALUE_INVALID) {
+                let end = l3 + usize::from(ihl);
+                head.get_mut(l3 + 10..l3 + 12)?.fill(0);
+                let sum = checksum::finish(checksum::sum(head.get(l3..end)?, 0));
+                head[l3 + 10..l3 + 12].copy_from_slice(&sum.to_be_bytes());
+            }
+            checksum::pseudo_header_v4(src, dst, 6, u16::try_from(l4_len).ok()?)
+        }
+        L3::Ipv6 { src, dst, .. } => checksum::pseudo_header_v6(src, dst, 6, l4_len as u32),
+        L3::Other => return None,
+    };
+    head.get_mut(l4 + 16..l4 + 18)?
+        .copy_from_slice(&checksum::fold(seed).to_be_bytes());
+    let headers = l4 - l3 + usize::from(header_len);
+    let mss = (mtu as usize).checked_sub(headers)? as u16;
+    let gso_type = if v4 { gso::TCPV4 } else { gso::TCPV6 };
+    let big = total > mtu as usize + 14;
+    Some(VnetHdr {
+        flags: VNET_HDR_F_NEEDS_CSUM,
+        gso_type: if big { gso_type } else { gso::NONE },
+        hdr_len: if big {
+            (l4 + usize::from(header_len)) as u16
+        } else {
+            0
+        },
+        gso_size: if big { mss } else { 0 },
+        csum_start: l4 as u16,
+        csum_offset: 16,
+    })
+}
