@@ -1,0 +1,54 @@
+//! Arbitrary bytes as a program and a packet: loading never panics, and a loaded program
+//! runs to an action or a fault (`XDP_ABORTED`) within its budget, leaving the buffer
+//! consistent.
+#![no_main]
+
+use std::sync::Arc;
+
+use libfuzzer_sys::fuzz_target;
+use xdp::{Map, MapDef, MapKind, Program, XDP_ABORTED, XdpBuffer};
+
+fn map(kind: MapKind, key_size: u32) -> Arc<Map> {
+    let def = MapDef {
+        name: "f".into(),
+        kind,
+        key_size,
+        value_size: 16,
+        max_entries: 4,
+        flags: 0,
+    };
+    Arc::new(Map::new(def, 2).expect("valid map"))
+}
+
+fuzz_target!(|data: &[u8]| {
+    // [packet length][flags][packet][program...]
+    let Some((&plen, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((&flags, rest)) = rest.split_first() else {
+        return;
+    };
+    let plen = usize::from(plen).min(rest.len());
+    let (packet, code) = rest.split_at(plen);
+    let code = &code[..code.len() / 8 * 8];
+    let maps = vec![
+        map(MapKind::Array, 4),
+        map(MapKind::Hash, 4),
+        map(MapKind::PerCpuArray, 4),
+        map(MapKind::LruHash, 2),
+    ];
+    let Ok(prog) = Program::load_bytes(code, maps) else {
+        return;
+    };
+    let prog = prog.with_budget(20_000);
+    let mut buf = XdpBuffer::new(packet);
+    if flags & 1 != 0 {
+        buf.meta_len = Some(0);
+    }
+    let r = prog.run(&mut buf, u32::from(flags >> 1) % 2);
+    assert!(r.insns <= 20_001);
+    if r.faulted.is_some() {
+        assert_eq!(r.action, XDP_ABORTED);
+    }
+    assert!(buf.headroom + buf.len <= buf.data.len());
+});

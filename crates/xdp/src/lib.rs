@@ -1,0 +1,30 @@
+//! hvnet's own eBPF runtime for XDP programs.
+//!
+//! In ARCHITECTURE.md's crate table this is the `xdp` crate: a leaf with no hvnet
+//! dependencies, used by the guest driver `netvsc`, which runs the attached program natively
+//! in its receive path on each frame, in place in a page at offset 256 (PROTOCOL.md §12),
+//! before anything reaches the TAP. It implements the eBPF instruction set as the kernel runs
+//! it ([`insn`]), a load-time check ([`verifier`]), an interpreter whose every memory access
+//! is bounds-checked against the packet, stack, context and map-value regions and whose runs
+//! have an instruction budget ([`vm`]), the maps ([`maps`]) and helpers ([`helpers`]) XDP
+//! programs use. No program can crash, hang or read the driver's memory: a faulting run ends
+//! as `XDP_ABORTED` and is counted. Loading clang-built ELF objects (sections, BTF and legacy
+//! maps, relocations, global data) comes on top of [`Program::load`]; [`asm`] assembles
+//! programs by hand for tests.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod asm;
+pub mod helpers;
+pub mod insn;
+pub mod maps;
+pub mod verifier;
+pub mod vm;
+
+pub use insn::{Insn, RawInsn};
+pub use maps::{Map, MapDef, MapError, MapKind};
+pub use verifier::{VerifyError, VerifyErrorKind};
+pub use vm::{
+    Fault, FaultKind, LoadError, Program, ProgramStats, RunResult, XDP_ABORTED, XDP_DROP, XDP_PASS,
+    XDP_REDIRECT, XDP_TX, XdpBuffer,
+};

@@ -1,0 +1,885 @@
+//! The interpreter, its memory model and the XDP context.
+//!
+//! # Pointers
+//!
+//! Registers hold plain 64-bit numbers; a pointer is a number whose top four bits name a
+//! region kind and whose low 32 bits are an offset into that region:
+//!
+//! | bits 63..60 | bits 59..32 | bits 31..0 |
+//! |---|---|---|
+//! | 1 = context (`struct xdp_md`) | 0 | offset |
+//! | 2 = packet buffer (the page) | 0 | offset from the page start |
+//! | 3 = stack (all frames) | 0 | offset from the stack bottom |
+//! | 4 = map (helper argument) | map index | 0 |
+//! | 5 = map value | map index (6 bits), value slot (22 bits) | offset |
+//!
+//! So pointer arithmetic and comparisons work as programs expect, the packet can be anywhere
+//! in host memory, and no number a program can make names host memory: every load, store and
+//! atomic resolves its address to a region and checks the access lies inside it (packet:
+//! `[data_meta, data_end)`, stack: the frames in use, value: `value_size`), else the run
+//! ends with a [`Fault`] and `XDP_ABORTED`. A forged number can reach only memory the program
+//! could reach anyway.
+//!
+//! # The context
+//!
+//! `struct xdp_md` is six u32 fields: `data` (0), `data_end` (4), `data_meta` (8),
+//! `ingress_ifindex` (12), `rx_queue_index` (16), `egress_ifindex` (20). The kernel rewrites
+//! 32-bit context loads at load time into loads of 64-bit pointers; here the rewrite happens
+//! when the load resolves to the context region: a 4-byte load of offset 0, 4 or 8 yields a
+//! full packet pointer, 12 and 16 the numbers. Other context accesses fault, including
+//! `egress_ifindex` (only devmap programs may read it) and every store.
+//!
+//! # Differences from the kernel that a program can observe
+//!
+//! The kernel proves at load time what this runtime checks at run time: a program the kernel
+//! would refuse (an unchecked packet read, a read of an uninitialised register or stack slot)
+//! loads here and faults (`XDP_ABORTED`) only if the bad access actually happens. The stack
+//! is zeroed on function entry; registers a call clobbers keep their values.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use thiserror::Error;
+
+use crate::helpers;
+use crate::insn::{AluOp, AtomicOp, Cond, EndianOp, Imm64, Insn, Operand, RawInsn, Size, Width};
+use crate::maps::Map;
+use crate::verifier::{self, MAX_CALL_FRAMES, STACK_SIZE, VerifyError};
+
+/// `XDP_ABORTED`: error; the frame is dropped and counted.
+pub const XDP_ABORTED: u32 = 0;
+/// `XDP_DROP`.
+pub const XDP_DROP: u32 = 1;
+/// `XDP_PASS`.
+pub const XDP_PASS: u32 = 2;
+/// `XDP_TX`: back out of the receiving interface.
+pub const XDP_TX: u32 = 3;
+/// `XDP_REDIRECT`.
+pub const XDP_REDIRECT: u32 = 4;
+
+/// Headroom before the frame (`XDP_PACKET_HEADROOM`).
+pub const XDP_HEADROOM: usize = 256;
+/// Frame size of a buffer (a page).
+pub const PAGE_SIZE: usize = 4096;
+/// `sizeof(struct xdp_frame)`, kept free at the start of the headroom.
+pub const XDP_FRAME_SIZE: usize = 40;
+/// `SKB_DATA_ALIGN(sizeof(struct skb_shared_info))` on x86-64, kept free at the page end.
+pub const SKB_SHARED_INFO_SIZE: usize = 320;
+/// Ethernet header length: the smallest frame adjust_head/adjust_tail leave.
+pub const ETH_HLEN: usize = 14;
+/// Default instruction budget of one run.
+pub const DEFAULT_BUDGET: u64 = 1_000_000;
+/// Allowance of `may_goto` (the kernel's `BPF_MAX_LOOPS`).
+pub const MAY_GOTO_LOOPS: u64 = 1 << 23;
+
+pub(crate) const KIND_CTX: u64 = 1;
+pub(crate) const KIND_PKT: u64 = 2;
+pub(crate) const KIND_STACK: u64 = 3;
+pub(crate) const KIND_MAP: u64 = 4;
+pub(crate) const KIND_VALUE: u64 = 5;
+const SLOT_BITS: u32 = 22;
+
+pub(crate) const fn ptr(kind: u64, id: u64, off: u64) -> u64 {
+    (kind << 60) | ((id & 0x0fff_ffff) << 32) | (off & 0xffff_ffff)
+}
+
+/// The XDP buffer: one frame in a page, with headroom before and tailroom after.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdpBuffer {
+    /// The whole buffer (`frame_sz` is its length, normally [`PAGE_SIZE`]).
+    pub data: Vec<u8>,
+    /// Offset of the frame (`data - data_hard_start`).
+    pub headroom: usize,
+    /// Frame length (`data_end - data`).
+    pub len: usize,
+    /// Metadata length before the frame; `None` when the driver does not support metadata
+    /// (netvsc: `data_meta = data + 1` and `xdp_adjust_meta` fails with `ENOTSUPP`).
+    pub meta_len: Option<usize>,
+    /// `xdp_md.ingress_ifindex`.
+    pub ingress_ifindex: u32,
+    /// `xdp_md.rx_queue_index`.
+    pub rx_queue_index: u32,
+}
+
+impl XdpBuffer {
+    /// A page with `frame` copied at offset [`XDP_HEADROOM`], no metadata support, like
+    /// netvsc. Frames longer than the page allows are truncated.
+    pub fn new(frame: &[u8]) -> XdpBuffer {
+        let mut data = vec![0u8; PAGE_SIZE];
+        let len = frame.len().min(PAGE_SIZE - XDP_HEADROOM);
+        data[XDP_HEADROOM..XDP_HEADROOM + len].copy_from_slice(&frame[..len]);
+        XdpBuffer {
+            data,
+            headroom: XDP_HEADROOM,
+            len,
+            meta_len: None,
+            ingress_ifindex: 0,
+            rx_queue_index: 0,
+        }
+    }
+
+    /// The frame, `[data, data_end)`.
+    pub fn frame(&self) -> &[u8] {
+        &self.data[self.headroom..self.headroom + self.len]
+    }
+
+    /// The metadata, `[data_meta, data)` (empty without metadata support).
+    pub fn meta(&self) -> &[u8] {
+        let m = self.meta_len.unwrap_or(0);
+        &self.data[self.headroom - m..self.headroom]
+    }
+
+    fn consistent(&self) -> bool {
+        self.headroom
+            .checked_add(self.len)
+            .is_some_and(|e| e <= self.data.len())
+            && self.meta_len.is_none_or(|m| m <= self.headroom)
+            && self.data.len() <= u32::MAX as usize
+    }
+
+    pub(crate) fn data_end(&self) -> usize {
+        self.headroom + self.len
+    }
+
+    /// Start of the accessible range (`data_meta`, or `data` without metadata).
+    fn lo(&self) -> usize {
+        self.headroom - self.meta_len.unwrap_or(0)
+    }
+
+    fn data_meta(&self) -> usize {
+        match self.meta_len {
+            Some(m) => self.headroom - m,
+            None => self.headroom + 1,
+        }
+    }
+}
+
+/// What went wrong in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum FaultKind {
+    /// A load, store or atomic outside every region the program may touch (or a write to a
+    /// read-only one, such as the context or a read-only map).
+    #[error("{} of {size} bytes at {addr:#x} outside the program's memory", if *.write { "write" } else { "read" })]
+    Memory {
+        /// Address (tagged pointer).
+        addr: u64,
+        /// Access size.
+        size: usize,
+        /// Whether it was a write.
+        write: bool,
+    },
+    /// An atomic on an address that is not naturally aligned, or on the packet or context.
+    #[error("atomic access at {0:#x} not allowed")]
+    Atomic(u64),
+    /// The instruction budget ran out.
+    #[error("instruction budget exhausted")]
+    Budget,
+    /// A BPF-to-BPF call beyond [`MAX_CALL_FRAMES`].
+    #[error("call stack too deep")]
+    CallDepth,
+    /// A helper got an argument of the wrong kind (e.g. not a map, not the context).
+    #[error("bad argument {arg} to helper {helper}")]
+    HelperArg {
+        /// Helper id.
+        helper: i32,
+        /// Argument register (1..=5).
+        arg: u8,
+    },
+    /// The [`XdpBuffer`] handed to `run` is inconsistent.
+    #[error("inconsistent XDP buffer")]
+    BadBuffer,
+}
+
+/// A fault and where it happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+#[error("instruction {pc}: {kind}")]
+pub struct Fault {
+    /// Instruction index.
+    pub pc: usize,
+    /// What happened.
+    pub kind: FaultKind,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunResult {
+    /// The XDP action (low 32 bits of r0; [`XDP_ABORTED`] after a fault).
+    pub action: u32,
+    /// The fault that ended the run, if any.
+    pub faulted: Option<Fault>,
+    /// The full 64-bit r0 at exit (0 after a fault).
+    pub r0: u64,
+    /// Instructions executed.
+    pub insns: u64,
+}
+
+/// Why a program could not be loaded.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum LoadError {
+    /// The byte length is not a multiple of 8.
+    #[error("program length {0} is not a multiple of 8 bytes")]
+    Length(usize),
+    /// The load-time check refused it.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+}
+
+/// Run counters of a program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgramStats {
+    /// Runs.
+    pub runs: u64,
+    /// Runs that faulted.
+    pub faults: u64,
+}
+
+/// Receives `bpf_trace_printk` output.
+pub type TraceSink = Box<dyn Fn(&str) + Send + Sync>;
+
+/// A loaded program with its maps.
+pub struct Program {
+    code: Vec<Insn>,
+    pub(crate) maps: Vec<Arc<Map>>,
+    budget: u64,
+    runs: AtomicU64,
+    faults: AtomicU64,
+    pub(crate) prandom: Box<[AtomicU64]>,
+    pub(crate) trace: Mutex<Option<TraceSink>>,
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("insns", &self.code.len())
+            .field("maps", &self.maps.len())
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Program {
+    /// Checks and loads a program. `maps[i]` is the map that `lddw` pseudo sources name by
+    /// index `i` (the ELF loader rewrites map relocations to these indices).
+    pub fn load(insns: &[RawInsn], maps: Vec<Arc<Map>>) -> Result<Program, LoadError> {
+        let code = verifier::verify(insns, &maps)?;
+        Ok(Program {
+            code,
+            maps,
+            budget: DEFAULT_BUDGET,
+            runs: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
+            prandom: (0..64u64)
+                .map(|i| {
+                    AtomicU64::new(
+                        0x9e37_79b9_7f4a_7c15 ^ (i.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1),
+                    )
+                })
+                .collect(),
+            trace: Mutex::new(None),
+        })
+    }
+
+    /// [`Program::load`] from the raw little-endian instruction bytes.
+    pub fn load_bytes(bytes: &[u8], maps: Vec<Arc<Map>>) -> Result<Program, LoadError> {
+        let insns = RawInsn::parse_all(bytes).ok_or(LoadError::Length(bytes.len()))?;
+        Program::load(&insns, maps)
+    }
+
+    /// Sets the instruction budget of each run (default [`DEFAULT_BUDGET`]).
+    pub fn with_budget(mut self, budget: u64) -> Program {
+        self.budget = budget;
+        self
+    }
+
+    /// Sends `bpf_trace_printk` output to `sink` (dropped when none is set).
+    pub fn set_trace_sink(&self, sink: Option<TraceSink>) {
+        *self.trace.lock().unwrap_or_else(|e| e.into_inner()) = sink;
+    }
+
+    /// The maps, by index.
+    pub fn maps(&self) -> &[Arc<Map>] {
+        &self.maps
+    }
+
+    /// Number of instruction slots.
+    pub fn len(&self) -> usize {
+        self.code.len()
+    }
+
+    /// Whether the program is empty (never, once loaded).
+    pub fn is_empty(&self) -> bool {
+        self.code.is_empty()
+    }
+
+    /// Run counters.
+    pub fn stats(&self) -> ProgramStats {
+        ProgramStats {
+            runs: self.runs.load(Ordering::Relaxed),
+            faults: self.faults.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs the program on `buf` as CPU `cpu` (which selects per-CPU map values, modulo the
+    /// map's CPU count). The buffer is changed in place (packet writes, adjust_head/tail/meta).
+    pub fn run(&self, buf: &mut XdpBuffer, cpu: u32) -> RunResult {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        let mut vm = Vm {
+            prog: self,
+            buf,
+            cpu,
+            regs: [0; 11],
+            stack: [0; STACK_SIZE * MAX_CALL_FRAMES],
+            depth: 0,
+            frames: [Frame::default(); MAX_CALL_FRAMES],
+            insns: 0,
+            may_goto: MAY_GOTO_LOOPS,
+        };
+        let (r0, faulted) = if !vm.buf.consistent() {
+            (
+                0,
+                Some(Fault {
+                    pc: 0,
+                    kind: FaultKind::BadBuffer,
+                }),
+            )
+        } else {
+            match vm.execute() {
+                Ok(r0) => (r0, None),
+                Err(f) => (0, Some(f)),
+            }
+        };
+        if faulted.is_some() {
+            self.faults.fetch_add(1, Ordering::Relaxed);
+        }
+        RunResult {
+            action: if faulted.is_some() {
+                XDP_ABORTED
+            } else {
+                r0 as u32
+            },
+            faulted,
+            r0,
+            insns: vm.insns,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Frame {
+    ret_pc: usize,
+    saved: [u64; 4],
+}
+
+/// A resolved memory location.
+pub(crate) enum Loc {
+    Ctx(usize),
+    Pkt(usize),
+    Stack(usize),
+    Value { map: usize, slot: usize, off: usize },
+}
+
+pub(crate) struct Vm<'a> {
+    pub(crate) prog: &'a Program,
+    pub(crate) buf: &'a mut XdpBuffer,
+    pub(crate) cpu: u32,
+    pub(crate) regs: [u64; 11],
+    stack: [u8; STACK_SIZE * MAX_CALL_FRAMES],
+    depth: usize,
+    frames: [Frame; MAX_CALL_FRAMES],
+    insns: u64,
+    may_goto: u64,
+}
+
+fn alu64(op: AluOp, a: u64, b: u64) -> u64 {
+    match op {
+        AluOp::Add => a.wrapping_add(b),
+        AluOp::Sub => a.wrapping_sub(b),
+        AluOp::Mul => a.wrapping_mul(b),
+        AluOp::Div => a.checked_div(b).unwrap_or(0),
+        AluOp::SDiv => {
+            if b == 0 {
+                0
+            } else {
+                (a as i64).wrapping_div(b as i64) as u64
+            }
+        }
+        AluOp::Mod => {
+            if b == 0 {
+                a
+            } else {
+                a % b
+            }
+        }
+        AluOp::SMod => {
+            if b == 0 {
+                a
+            } else {
+                (a as i64).wrapping_rem(b as i64) as u64
+            }
+        }
+        AluOp::Or => a | b,
+        AluOp::And => a & b,
+        AluOp::Xor => a ^ b,
+        AluOp::Lsh => a << (b & 63),
+        AluOp::Rsh => a >> (b & 63),
+        AluOp::Arsh => ((a as i64) >> (b & 63)) as u64,
+        AluOp::Mov => b,
+    }
+}
+
+fn alu32(op: AluOp, a: u32, b: u32) -> u32 {
+    match op {
+        AluOp::Add => a.wrapping_add(b),
+        AluOp::Sub => a.wrapping_sub(b),
+        AluOp::Mul => a.wrapping_mul(b),
+        AluOp::Div => a.checked_div(b).unwrap_or(0),
+        AluOp::SDiv => {
+            if b == 0 {
+                0
+            } else {
+                (a as i32).wrapping_div(b as i32) as u32
+            }
+        }
+        AluOp::Mod => {
+            if b == 0 {
+                a
+            } else {
+                a % b
+            }
+        }
+        AluOp::SMod => {
+            if b == 0 {
+                a
+            } else {
+                (a as i32).wrapping_rem(b as i32) as u32
+            }
+        }
+        AluOp::Or => a | b,
+        AluOp::And => a & b,
+        AluOp::Xor => a ^ b,
+        AluOp::Lsh => a << (b & 31),
+        AluOp::Rsh => a >> (b & 31),
+        AluOp::Arsh => ((a as i32) >> (b & 31)) as u32,
+        AluOp::Mov => b,
+    }
+}
+
+fn compare(cond: Cond, width: Width, a: u64, b: u64) -> bool {
+    let (ua, ub, sa, sb) = match width {
+        Width::W64 => (a, b, a as i64, b as i64),
+        Width::W32 => (
+            u64::from(a as u32),
+            u64::from(b as u32),
+            i64::from(a as u32 as i32),
+            i64::from(b as u32 as i32),
+        ),
+    };
+    match cond {
+        Cond::Eq => ua == ub,
+        Cond::Ne => ua != ub,
+        Cond::Gt => ua > ub,
+        Cond::Ge => ua >= ub,
+        Cond::Lt => ua < ub,
+        Cond::Le => ua <= ub,
+        Cond::Set => ua & ub != 0,
+        Cond::Sgt => sa > sb,
+        Cond::Sge => sa >= sb,
+        Cond::Slt => sa < sb,
+        Cond::Sle => sa <= sb,
+    }
+}
+
+fn mask(size: usize) -> u64 {
+    if size >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (size * 8)) - 1
+    }
+}
+
+fn sign_extend(v: u64, size: usize) -> u64 {
+    let shift = 64 - size * 8;
+    (((v << shift) as i64) >> shift) as u64
+}
+
+impl Vm<'_> {
+    /// Resolves `[addr, addr + size)` to one region, or faults.
+    pub(crate) fn resolve(&self, addr: u64, size: usize, write: bool) -> Result<Loc, FaultKind> {
+        let fault = FaultKind::Memory { addr, size, write };
+        let kind = addr >> 60;
+        let id = (addr >> 32) & 0x0fff_ffff;
+        let off = (addr & 0xffff_ffff) as usize;
+        let end = off.checked_add(size).ok_or(fault)?;
+        match kind {
+            KIND_CTX if id == 0 && !write && size == 4 && off.is_multiple_of(4) && off < 20 => {
+                Ok(Loc::Ctx(off))
+            }
+            KIND_PKT if id == 0 && off >= self.buf.lo() && end <= self.buf.data_end() => {
+                Ok(Loc::Pkt(off))
+            }
+            KIND_STACK if id == 0 && end <= (self.depth + 1) * STACK_SIZE => Ok(Loc::Stack(off)),
+            KIND_VALUE => {
+                let map = (id >> SLOT_BITS) as usize;
+                let slot = (id & ((1 << SLOT_BITS) - 1)) as usize;
+                let m = self.prog.maps.get(map).ok_or(fault)?;
+                if slot >= m.slots()
+                    || end > m.def().value_size as usize
+                    || (write && !m.writable_by_program())
+                {
+                    return Err(fault);
+                }
+                Ok(Loc::Value { map, slot, off })
+            }
+            _ => Err(fault),
+        }
+    }
+
+    fn ctx_load(&self, off: usize) -> u64 {
+        match off {
+            0 => ptr(KIND_PKT, 0, self.buf.headroom as u64),
+            4 => ptr(KIND_PKT, 0, self.buf.data_end() as u64),
+            8 => ptr(KIND_PKT, 0, self.buf.data_meta() as u64),
+            12 => u64::from(self.buf.ingress_ifindex),
+            _ => u64::from(self.buf.rx_queue_index),
+        }
+    }
+
+    /// Loads `size` bytes (zero-extended).
+    pub(crate) fn load(&self, addr: u64, size: usize) -> Result<u64, FaultKind> {
+        let bytes = |s: &[u8]| {
+            let mut b = [0u8; 8];
+            b[..size].copy_from_slice(s);
+            u64::from_le_bytes(b)
+        };
+        Ok(match self.resolve(addr, size, false)? {
+            Loc::Ctx(off) => self.ctx_load(off),
+            Loc::Pkt(o) => bytes(&self.buf.data[o..o + size]),
+            Loc::Stack(o) => bytes(&self.stack[o..o + size]),
+            Loc::Value { map, slot, off } => self.prog.maps[map].values().read(slot, off, size),
+        })
+    }
+
+    /// Stores the low `size` bytes of `val`.
+    pub(crate) fn store(&mut self, addr: u64, size: usize, val: u64) -> Result<(), FaultKind> {
+        let b = val.to_le_bytes();
+        match self.resolve(addr, size, true)? {
+            Loc::Ctx(_) => {
+                return Err(FaultKind::Memory {
+                    addr,
+                    size,
+                    write: true,
+                });
+            }
+            Loc::Pkt(o) => self.buf.data[o..o + size].copy_from_slice(&b[..size]),
+            Loc::Stack(o) => self.stack[o..o + size].copy_from_slice(&b[..size]),
+            Loc::Value { map, slot, off } => {
+                self.prog.maps[map].values().write(slot, off, size, val)
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `out.len()` bytes from program memory (one region).
+    pub(crate) fn read_bytes(&self, addr: u64, out: &mut [u8]) -> Result<(), FaultKind> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        match self.resolve(addr, out.len(), false)? {
+            Loc::Ctx(_) => {
+                return Err(FaultKind::Memory {
+                    addr,
+                    size: out.len(),
+                    write: false,
+                });
+            }
+            Loc::Pkt(o) => out.copy_from_slice(&self.buf.data[o..o + out.len()]),
+            Loc::Stack(o) => out.copy_from_slice(&self.stack[o..o + out.len()]),
+            Loc::Value { map, slot, off } => {
+                let v = self.prog.maps[map].values();
+                for (i, b) in out.iter_mut().enumerate() {
+                    *b = v.read(slot, off + i, 1) as u8;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Atomic read-modify-write; `f(old)` gives the new value or `None` to leave it.
+    fn rmw(
+        &mut self,
+        addr: u64,
+        size: usize,
+        f: impl Fn(u64) -> Option<u64>,
+    ) -> Result<u64, FaultKind> {
+        if !(addr & 0xffff_ffff).is_multiple_of(size as u64) {
+            return Err(FaultKind::Atomic(addr));
+        }
+        match self.resolve(addr, size, true)? {
+            Loc::Stack(o) => {
+                let mut b = [0u8; 8];
+                b[..size].copy_from_slice(&self.stack[o..o + size]);
+                let old = u64::from_le_bytes(b);
+                if let Some(new) = f(old) {
+                    self.stack[o..o + size].copy_from_slice(&new.to_le_bytes()[..size]);
+                }
+                Ok(old)
+            }
+            Loc::Value { map, slot, off } => {
+                Ok(self.prog.maps[map].values().rmw(slot, off, size, f))
+            }
+            Loc::Ctx(_) | Loc::Pkt(_) => Err(FaultKind::Atomic(addr)),
+        }
+    }
+
+    fn operand(&self, width: Width, src: Operand) -> u64 {
+        match (src, width) {
+            (Operand::Reg(r), _) => self.regs[r as usize],
+            (Operand::Imm(i), Width::W64) => i as i64 as u64,
+            (Operand::Imm(i), Width::W32) => u64::from(i as u32),
+        }
+    }
+
+    fn enter_frame(&mut self) {
+        let base = self.depth * STACK_SIZE;
+        self.stack[base..base + STACK_SIZE].fill(0);
+        self.regs[10] = ptr(KIND_STACK, 0, (base + STACK_SIZE) as u64);
+    }
+
+    fn execute(&mut self) -> Result<u64, Fault> {
+        let code = &self.prog.code;
+        self.regs[1] = ptr(KIND_CTX, 0, 0);
+        self.enter_frame();
+        let mut pc = 0usize;
+        loop {
+            let fault = |kind| Fault { pc, kind };
+            let Some(&insn) = code.get(pc) else {
+                // The verifier makes this unreachable; stay total anyway.
+                return Err(fault(FaultKind::Memory {
+                    addr: pc as u64,
+                    size: 0,
+                    write: false,
+                }));
+            };
+            self.insns += 1;
+            if self.insns > self.prog.budget {
+                return Err(fault(FaultKind::Budget));
+            }
+            let mut next = pc + 1;
+            let jump = |off: i64| (pc as i64 + 1 + off) as usize;
+            match insn {
+                Insn::Alu {
+                    width,
+                    op,
+                    dst,
+                    src,
+                } => {
+                    let b = self.operand(width, src);
+                    let d = dst as usize;
+                    self.regs[d] = match width {
+                        Width::W64 => alu64(op, self.regs[d], b),
+                        Width::W32 => u64::from(alu32(op, self.regs[d] as u32, b as u32)),
+                    };
+                }
+                Insn::Neg { width, dst } => {
+                    let d = dst as usize;
+                    self.regs[d] = match width {
+                        Width::W64 => self.regs[d].wrapping_neg(),
+                        Width::W32 => u64::from((self.regs[d] as u32).wrapping_neg()),
+                    };
+                }
+                Insn::MovSx {
+                    width,
+                    dst,
+                    src,
+                    bits,
+                } => {
+                    let v = sign_extend(self.regs[src as usize], usize::from(bits / 8));
+                    self.regs[dst as usize] = match width {
+                        Width::W64 => v,
+                        Width::W32 => v & 0xffff_ffff,
+                    };
+                }
+                Insn::Endian { op, dst, bits } => {
+                    let v = self.regs[dst as usize];
+                    self.regs[dst as usize] = match (op, bits) {
+                        (EndianOp::ToLe, 16) => v & 0xffff,
+                        (EndianOp::ToLe, 32) => v & 0xffff_ffff,
+                        (EndianOp::ToLe, _) => v,
+                        (_, 16) => u64::from((v as u16).swap_bytes()),
+                        (_, 32) => u64::from((v as u32).swap_bytes()),
+                        (_, _) => v.swap_bytes(),
+                    };
+                }
+                Insn::Load {
+                    size,
+                    dst,
+                    src,
+                    off,
+                } => {
+                    let addr = self.regs[src as usize].wrapping_add(off as i64 as u64);
+                    self.regs[dst as usize] = self.load(addr, size.bytes()).map_err(fault)?;
+                }
+                Insn::LoadSx {
+                    size,
+                    dst,
+                    src,
+                    off,
+                } => {
+                    let addr = self.regs[src as usize].wrapping_add(off as i64 as u64);
+                    let v = self.load(addr, size.bytes()).map_err(fault)?;
+                    self.regs[dst as usize] = sign_extend(v, size.bytes());
+                }
+                Insn::Store {
+                    size,
+                    dst,
+                    off,
+                    value,
+                } => {
+                    let addr = self.regs[dst as usize].wrapping_add(off as i64 as u64);
+                    let v = self.operand(Width::W64, value);
+                    self.store(addr, size.bytes(), v).map_err(fault)?;
+                }
+                Insn::Atomic {
+                    size,
+                    op,
+                    fetch,
+                    dst,
+                    src,
+                    off,
+                } => self.atomic(size, op, fetch, dst, src, off).map_err(fault)?,
+                Insn::LoadImm64 { dst, value } => {
+                    self.regs[dst as usize] = match value {
+                        Imm64::Value(v) => v,
+                        Imm64::Map(m) => ptr(KIND_MAP, u64::from(m), 0),
+                        Imm64::MapValue { map, offset } => {
+                            ptr(KIND_VALUE, u64::from(map) << SLOT_BITS, u64::from(offset))
+                        }
+                    };
+                    next = pc + 2;
+                }
+                // Refused by the verifier; fault rather than panic should that ever change.
+                Insn::LoadImm64Tail | Insn::LegacyPacketLoad { .. } | Insn::CallKfunc { .. } => {
+                    return Err(fault(FaultKind::HelperArg { helper: 0, arg: 0 }));
+                }
+                Insn::Ja { off } => next = jump(i64::from(off)),
+                Insn::Jump {
+                    width,
+                    cond,
+                    dst,
+                    src,
+                    off,
+                } => {
+                    let b = self.operand(Width::W64, src);
+                    if compare(cond, width, self.regs[dst as usize], b) {
+                        next = jump(i64::from(off));
+                    }
+                }
+                Insn::MayGoto { off } => {
+                    if self.may_goto == 0 {
+                        next = jump(i64::from(off));
+                    } else {
+                        self.may_goto -= 1;
+                    }
+                }
+                Insn::Call { id } => helpers::call(self, id).map_err(fault)?,
+                Insn::CallLocal { off } => {
+                    if self.depth + 1 >= MAX_CALL_FRAMES {
+                        return Err(fault(FaultKind::CallDepth));
+                    }
+                    let mut saved = [0; 4];
+                    saved.copy_from_slice(&self.regs[6..10]);
+                    self.frames[self.depth] = Frame {
+                        ret_pc: pc + 1,
+                        saved,
+                    };
+                    self.depth += 1;
+                    self.enter_frame();
+                    next = jump(i64::from(off));
+                }
+                Insn::Exit => {
+                    if self.depth == 0 {
+                        return Ok(self.regs[0]);
+                    }
+                    self.depth -= 1;
+                    let f = self.frames[self.depth];
+                    self.regs[6..10].copy_from_slice(&f.saved);
+                    self.regs[10] = ptr(KIND_STACK, 0, ((self.depth + 1) * STACK_SIZE) as u64);
+                    next = f.ret_pc;
+                }
+            }
+            pc = next;
+        }
+    }
+
+    fn atomic(
+        &mut self,
+        size: Size,
+        op: AtomicOp,
+        fetch: bool,
+        dst: u8,
+        src: u8,
+        off: i16,
+    ) -> Result<(), FaultKind> {
+        let n = size.bytes();
+        let m = mask(n);
+        let off = off as i64 as u64;
+        match op {
+            AtomicOp::LoadAcquire => {
+                let addr = self.regs[src as usize].wrapping_add(off);
+                self.regs[dst as usize] = self.load(addr, n)?;
+                return Ok(());
+            }
+            AtomicOp::StoreRelease => {
+                let addr = self.regs[dst as usize].wrapping_add(off);
+                return self.store(addr, n, self.regs[src as usize]);
+            }
+            _ => {}
+        }
+        let addr = self.regs[dst as usize].wrapping_add(off);
+        let v = self.regs[src as usize] & m;
+        let expected = self.regs[0] & m;
+        let old = self.rmw(addr, n, |old| match op {
+            AtomicOp::Add => Some(old.wrapping_add(v) & m),
+            AtomicOp::Or => Some(old | v),
+            AtomicOp::And => Some(old & v),
+            AtomicOp::Xor => Some(old ^ v),
+            AtomicOp::Xchg => Some(v),
+            AtomicOp::CmpXchg => (old == expected).then_some(v),
+            AtomicOp::LoadAcquire | AtomicOp::StoreRelease => None,
+        })?;
+        if op == AtomicOp::CmpXchg {
+            self.regs[0] = old;
+        } else if fetch {
+            self.regs[src as usize] = old;
+        }
+        Ok(())
+    }
+
+    /// The map index a map pointer names.
+    pub(crate) fn map_arg(&self, helper: i32, arg: u8) -> Result<usize, FaultKind> {
+        let v = self.regs[arg as usize];
+        let idx = ((v >> 32) & 0x0fff_ffff) as usize;
+        if v >> 60 != KIND_MAP || v & 0xffff_ffff != 0 || idx >= self.prog.maps.len() {
+            return Err(FaultKind::HelperArg { helper, arg });
+        }
+        Ok(idx)
+    }
+
+    /// A pointer to value `slot` of map `map`.
+    pub(crate) fn value_ptr(map: usize, slot: usize) -> u64 {
+        ptr(KIND_VALUE, ((map as u64) << SLOT_BITS) | slot as u64, 0)
+    }
+
+    /// Checks that argument `arg` is the context pointer.
+    pub(crate) fn ctx_arg(&self, helper: i32, arg: u8) -> Result<(), FaultKind> {
+        if self.regs[arg as usize] != ptr(KIND_CTX, 0, 0) {
+            return Err(FaultKind::HelperArg { helper, arg });
+        }
+        Ok(())
+    }
+
+    /// The per-CPU random state index.
+    pub(crate) fn cpu(&self) -> u32 {
+        self.cpu
+    }
+}
