@@ -256,8 +256,95 @@ fn handle(
             })
         }
         Some("set_features") => set_features(control, req),
+        Some("xdp_load") => xdp_load(control, info, req),
+        Some("xdp_unload") => {
+            if control.xdp_detach() {
+                json!({"ok": true})
+            } else {
+                json!({"error": "no XDP program is attached"})
+            }
+        }
+        Some("xdp_status") => xdp_status(control),
+        Some("xdp_map_dump") => xdp_map_dump(control, req),
         other => json!({"error": format!("unknown command {other:?}")}),
     }
+}
+
+/// Loads an XDP object (`{"path": ..., "section": ...}`) and attaches its program.
+fn xdp_load(control: &netvsc::GuestControl, info: &netvsc::NicInfo, req: &Value) -> Value {
+    let Some(path) = req.get("path").and_then(Value::as_str) else {
+        return json!({"error": "xdp_load needs \"path\""});
+    };
+    let section = req.get("section").and_then(Value::as_str);
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return json!({"error": format!("read {path}: {e}")}),
+    };
+    let program = match xdp::elf::Object::parse(&bytes).and_then(|o| o.program(section)) {
+        Ok(p) => p,
+        Err(e) => return json!({"error": format!("{path}: {e}")}),
+    };
+    let label = format!("{path} [{}]", section.unwrap_or("xdp"));
+    let insns = program.len();
+    match control.xdp_attach(program, label, info.mtu) {
+        Ok(()) => json!({"ok": true, "instructions": insns}),
+        Err(e) => json!({"error": e.to_string()}),
+    }
+}
+
+/// The attached program, its maps and per-verdict counters.
+fn xdp_status(control: &netvsc::GuestControl) -> Value {
+    let Some(a) = control.xdp() else {
+        return json!({"attached": false});
+    };
+    let g = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let stats = a.program.stats();
+    let maps: Vec<Value> = a
+        .program
+        .maps()
+        .iter()
+        .map(|m| {
+            let d = m.def();
+            json!({"name": d.name, "type": format!("{:?}", d.kind), "key_size": d.key_size,
+                   "value_size": d.value_size, "max_entries": d.max_entries})
+        })
+        .collect();
+    json!({
+        "attached": true,
+        "program": a.label,
+        "instructions": a.program.len(),
+        "maps": maps,
+        "verdicts": {
+            "pass": g(&a.pass), "drop": g(&a.drop), "tx": g(&a.tx),
+            "aborted": g(&a.aborted), "redirect": g(&a.redirect),
+        },
+        "runs": stats.runs,
+        "faults": stats.faults,
+    })
+}
+
+/// Every entry of one map of the attached program (`{"map": name}`).
+fn xdp_map_dump(control: &netvsc::GuestControl, req: &Value) -> Value {
+    let Some(a) = control.xdp() else {
+        return json!({"error": "no XDP program is attached"});
+    };
+    let Some(name) = req.get("map").and_then(Value::as_str) else {
+        return json!({"error": "xdp_map_dump needs \"map\""});
+    };
+    let Some(map) = a.program.maps().iter().find(|m| m.def().name == name) else {
+        return json!({"error": format!("the program has no map named {name}")});
+    };
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let entries: Vec<Value> = map
+        .keys()
+        .into_iter()
+        .filter_map(|k| {
+            map.lookup(&k)
+                .ok()
+                .map(|v| json!({"key": hex(&k), "value": hex(&v)}))
+        })
+        .collect();
+    json!({"map": name, "entries": entries})
 }
 
 /// Waits for the end and tears down: exit code 0 on a clean stop, 3 if the host went.

@@ -14,6 +14,7 @@ mod netns;
 mod rss;
 mod signals;
 mod traffic;
+mod xdp_cmd;
 
 use std::path::PathBuf;
 
@@ -44,6 +45,9 @@ enum Command {
     Ethtool(ethtool::EthtoolArgs),
     /// Receive-side scaling: `hash` prints a flow's Toeplitz hash and the queue it lands on.
     Rss(rss::RssArgs),
+    /// XDP programs in hvnet's eBPF runtime: `test` runs one on a packet (like `bpftool
+    /// prog run`).
+    Xdp(xdp_cmd::XdpArgs),
 }
 
 /// Options every process shares: where the sockets live.
@@ -73,6 +77,7 @@ fn main() {
         Command::Bench(a) => bench::run(a),
         Command::Ethtool(a) => ethtool::run(a),
         Command::Rss(a) => rss::run(a),
+        Command::Xdp(a) => xdp_cmd::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     /// `ethtool -N rx-flow-hash` L4 bits: TCP4 1, TCP6 2, UDP4 4, UDP6 8 (default all).
     pub(crate) l4_hash: AtomicU8,
     pub(crate) features: Mutex<Option<Arc<offload::Features>>>,
+    /// The NIC's XDP program (kept across rebuilds).
+    pub(crate) xdp: Arc<crate::xdp_hook::Slot>,
 }
 
 impl Shared {
@@ -257,6 +259,13 @@ impl GuestControl {
                 _ => "tcp-segmentation-offload (the host offers no LSO)",
             }));
         }
+        if f == Feature::Lro && on && self.shared.xdp.current().is_some() {
+            return Err(GuestError::Protocol(
+                "large-receive-offload cannot be turned on while an XDP program is attached \
+                 (hvnet xdp unload first)"
+                    .into(),
+            ));
+        }
         if f == Feature::Lro {
             let h = self.shared.handles()?;
             self.rndis_set(
@@ -272,6 +281,49 @@ impl GuestControl {
             return Err(GuestError::Tap(e));
         }
         Ok(true)
+    }
+
+    /// Attaches an XDP program to the NIC (§12): refused while LRO is on, and when the
+    /// MTU leaves no room in a page for the frame after the 256-byte headroom.
+    pub fn xdp_attach(
+        &self,
+        program: xdp::vm::Program,
+        label: String,
+        mtu: u32,
+    ) -> Result<(), GuestError> {
+        let x = self.feature_set()?;
+        if x.lro.load(Ordering::Relaxed) {
+            return Err(GuestError::Protocol(
+                "XDP cannot be attached while large-receive-offload (LRO) is on: \
+                 run `hvnet ethtool -K eth0 lro off` first"
+                    .into(),
+            ));
+        }
+        // 256 + align(MTU + 14) + align(skb_shared_info) must fit a page (≈ MTU 3506).
+        let need = 256 + (mtu as usize + 14).next_multiple_of(64) + 320;
+        if need > 4096 {
+            return Err(GuestError::Protocol(format!(
+                "XDP needs MTU ≤ 3506 (the frame must fit a page after 256 bytes of headroom); MTU is {mtu}"
+            )));
+        }
+        self.shared
+            .xdp
+            .set(Some(Arc::new(crate::xdp_hook::Attachment::new(
+                program, label,
+            ))));
+        Ok(())
+    }
+
+    /// Detaches the NIC's XDP program; false if none was attached.
+    pub fn xdp_detach(&self) -> bool {
+        let had = self.shared.xdp.current().is_some();
+        self.shared.xdp.set(None);
+        had
+    }
+
+    /// The attached program, for status and map dumps.
+    pub fn xdp(&self) -> Option<Arc<crate::xdp_hook::Attachment>> {
+        self.shared.xdp.current()
     }
 
     /// Queues in use and the most the host offers (`ethtool -l`).

@@ -193,6 +193,10 @@ pub struct Driver {
     pub(crate) queue_index: u32,
     /// The host's send indirection table, once it sent one (shared by the queues).
     pub(crate) send_table: Arc<Mutex<Option<[u32; 16]>>>,
+    /// The NIC's XDP attachment point (shared by its queues).
+    pub(crate) xdp: Arc<crate::xdp_hook::Slot>,
+    /// The page XDP programs run on, reused.
+    xdp_buf: Option<xdp::vm::XdpBuffer>,
     /// Host keepalives to answer once the current poll is over.
     keepalive_replies: Vec<u32>,
     /// Receive completions not yet written (ring full): (transaction id, status,
@@ -254,6 +258,8 @@ impl Driver {
             seg_buf: Vec::new(),
             segmenting: None,
             keepalive_replies: Vec::new(),
+            xdp: Arc::default(),
+            xdp_buf: None,
             steer: None,
             queue_index: 0,
             send_table: Arc::default(),
@@ -779,8 +785,53 @@ impl Driver {
         true
     }
 
-    /// Hands a whole frame to GRO or the kernel.
+    /// Hands a whole frame to the NIC's XDP program (if one is attached), then to GRO
+    /// or the kernel.
     fn deliver(&mut self, frame: &mut [u8], info: &PacketInfo) {
+        let Some(a) = self.xdp.current() else {
+            return self.deliver_plain(frame, info);
+        };
+        let mut buf = self
+            .xdp_buf
+            .take()
+            .unwrap_or_else(crate::xdp_hook::new_buffer);
+        match crate::xdp_hook::run(&a, &mut buf, frame, self.queue_index) {
+            crate::xdp_hook::Verdict::Pass => {
+                let (start, len) = (buf.headroom, buf.len);
+                self.deliver_plain(&mut buf.data[start..start + len], info);
+            }
+            crate::xdp_hook::Verdict::Tx => {
+                self.queue.xdp_tx.fetch_add(1, Ordering::Relaxed);
+                self.xdp_transmit(buf.frame());
+            }
+            crate::xdp_hook::Verdict::Drop => {
+                self.queue.xdp_drop.fetch_add(1, Ordering::Relaxed);
+            }
+            crate::xdp_hook::Verdict::Redirect => {
+                self.queue.xdp_redirect.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.xdp_buf = Some(buf);
+    }
+
+    /// Sends a frame an XDP program returned with XDP_TX out on this queue (no
+    /// batching, §12): copied to a staging buffer and sent like a frame from the TAP.
+    fn xdp_transmit(&mut self, frame: &[u8]) {
+        let Some(slot) = self.staging.alloc() else {
+            self.stats.tx_no_memory.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let len = frame.len().min(STAGING_SLOT - HEADROOM - VNET_HDR_LEN);
+        self.staging.write(slot, HEADROOM, &[0u8; VNET_HDR_LEN]);
+        self.staging
+            .write(slot, HEADROOM + VNET_HDR_LEN, &frame[..len]);
+        if let Err(e) = self.transmit_staged(slot, VNET_HDR_LEN + len) {
+            tracing::warn!("XDP_TX send failed: {e}");
+        }
+    }
+
+    /// Hands a whole frame to GRO or the kernel.
+    fn deliver_plain(&mut self, frame: &mut [u8], info: &PacketInfo) {
         let valid = crate::offload::rx_validated(&self.features, info, frame);
         let Some(tap) = &self.tap else {
             self.stats.rx_tap_dropped.fetch_add(1, Ordering::Relaxed);

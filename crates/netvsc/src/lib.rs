@@ -17,6 +17,7 @@ pub mod stats;
 pub mod steer;
 pub mod tap;
 mod trace;
+pub mod xdp_hook;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -377,6 +378,7 @@ impl Guest {
         }
         *self.info.lock().unwrap() = info;
         let features = driver.features.clone();
+        driver.xdp = self.shared.xdp.clone();
         let mut drivers = vec![driver];
         for (q, (opened, mut d)) in subchannels.into_iter().enumerate() {
             d.tap = Some(
@@ -386,6 +388,7 @@ impl Guest {
                     .map_err(GuestError::Tap)?,
             );
             d.queue = self.stats.lock().unwrap().queues[q + 1].clone();
+            d.xdp = self.shared.xdp.clone();
             self.channels.push(opened);
             drivers.push(d);
         }

@@ -97,6 +97,14 @@ pub struct QueueStats {
     pub rx_packets: AtomicU64,
     /// Bytes of those frames.
     pub rx_bytes: AtomicU64,
+    /// Frames an XDP program dropped (or aborted on).
+    pub xdp_drop: AtomicU64,
+    /// Frames an XDP program sent back out (XDP_TX).
+    pub xdp_tx: AtomicU64,
+    /// Frames an XDP program redirected (unsupported: dropped).
+    pub xdp_redirect: AtomicU64,
+    /// Frames sent for other devices (ndo_xdp_xmit: not in the base contract, 0).
+    pub xdp_xmit: AtomicU64,
 }
 
 /// The NIC's counters and its queues', for `ethtool -S`.
@@ -123,8 +131,12 @@ impl StatsView {
         for (i, q) in self.queues.iter().enumerate().take(self.active.max(1)) {
             v.push((format!("tx_queue_{i}_packets"), g(&q.tx_packets)));
             v.push((format!("tx_queue_{i}_bytes"), g(&q.tx_bytes)));
+            v.push((format!("tx_queue_{i}_xdp_xmit"), g(&q.xdp_xmit)));
             v.push((format!("rx_queue_{i}_packets"), g(&q.rx_packets)));
             v.push((format!("rx_queue_{i}_bytes"), g(&q.rx_bytes)));
+            v.push((format!("rx_queue_{i}_xdp_drop"), g(&q.xdp_drop)));
+            v.push((format!("rx_queue_{i}_xdp_redirect"), g(&q.xdp_redirect)));
+            v.push((format!("rx_queue_{i}_xdp_tx"), g(&q.xdp_tx)));
         }
         v
     }

@@ -8,13 +8,14 @@
 //! is bounds-checked against the packet, stack, context and map-value regions and whose runs
 //! have an instruction budget ([`vm`]), the maps ([`maps`]) and helpers ([`helpers`]) XDP
 //! programs use. No program can crash, hang or read the driver's memory: a faulting run ends
-//! as `XDP_ABORTED` and is counted. Loading clang-built ELF objects (sections, BTF and legacy
-//! maps, relocations, global data) comes on top of [`Program::load`]; [`asm`] assembles
-//! programs by hand for tests.
+//! as `XDP_ABORTED` and is counted. [`elf`] loads clang-built ELF objects (sections, BTF and
+//! legacy maps, relocations, global data, BPF-to-BPF calls) on top of [`Program::load`];
+//! [`asm`] assembles programs by hand for tests.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod asm;
+pub mod elf;
 pub mod helpers;
 pub mod insn;
 pub mod maps;
