@@ -103,3 +103,81 @@ fn a_program_on_vm2_drops_udp_to_port_9_and_tcp_carries_on() {
     drop(m);
     assert_clean(lab);
 }
+
+/// Sends `n` ICMP echo requests from vm1 to vm2 (raw socket); returns the replies.
+fn pings(n: u16) -> u16 {
+    in_netns("vm1", move || {
+        use std::mem::MaybeUninit;
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::ICMPV4),
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let to: socket2::SockAddr = SocketAddr::from(([198, 18, 0, 2], 0)).into();
+        let mut replies = 0;
+        for seq in 0..n {
+            let mut p = vec![8u8, 0, 0, 0, 0x4e, 0x56, (seq >> 8) as u8, seq as u8];
+            p.extend(0..32u8);
+            let mut sum: u32 = p
+                .chunks(2)
+                .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+                .sum();
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            p[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+            s.send_to(&p, &to).unwrap();
+            let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
+            while let Ok((len, _)) = s.recv_from(&mut buf) {
+                // SAFETY: recv_from initialised the first `len` bytes.
+                let got: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), len) };
+                let icmp = &got[usize::from(got[0] & 0xf) * 4..];
+                if icmp[0] == 0
+                    && icmp[4..6] == [0x4e, 0x56]
+                    && icmp[6..8] == [(seq >> 8) as u8, seq as u8]
+                {
+                    replies += 1;
+                    break;
+                }
+            }
+        }
+        replies
+    })
+}
+
+#[test]
+fn an_xdp_tx_program_on_vm2_answers_pings_its_kernel_ignores() {
+    let Some(_lock) = lab_lock() else { return };
+    let lab = "xdp-tx";
+    let mut m = Manual::with_profile(lab, "ws2016"); // no RSC: LRO is off from the start
+    m.start_guest("vm1", 1);
+    m.start_guest("vm2", 2);
+    assert_eq!(
+        eventually(Duration::from_secs(10), || tcp_transfer(6800, 1 << 20)),
+        1 << 20
+    );
+    in_netns("vm2", || {
+        std::fs::write("/proc/sys/net/ipv4/icmp_echo_ignore_all", "1").unwrap();
+    });
+    assert_eq!(pings(3), 0, "vm2's kernel ignores echo requests");
+    let obj = std::fs::canonicalize(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/icmp_echo_tx.o"
+    ))
+    .unwrap();
+    let r = ctl(lab, "vm2", json!({"cmd": "xdp_load", "path": obj}));
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(pings(10), 10, "the XDP program answers every echo request");
+    let st = ctl(lab, "vm2", json!({"cmd": "xdp_status"}));
+    assert!(st["verdicts"]["tx"].as_u64().unwrap() >= 10, "{st}");
+    let stats = ctl(lab, "vm2", json!({"cmd": "stats"}));
+    assert!(
+        stats["rx_queue_0_xdp_tx"].as_u64().unwrap() >= 10,
+        "{stats}"
+    );
+    drop(m);
+    assert_clean(lab);
+}
