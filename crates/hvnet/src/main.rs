@@ -9,12 +9,14 @@ mod ctl;
 mod ethtool;
 mod guest_cmd;
 mod host_cmd;
+mod kernel_bpf;
 mod lab;
 mod netns;
 mod rss;
 mod signals;
 mod traffic;
 mod xdp_cmd;
+mod xdp_diff;
 
 use std::path::PathBuf;
 

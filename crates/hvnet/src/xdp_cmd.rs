@@ -36,6 +36,9 @@ pub enum XdpCommand {
     Status(VmArgs),
     /// Map operations on a VM's program.
     Map(MapArgs),
+    /// Run programs in hvnet's runtime and in the kernel's on the same packets and compare
+    /// return codes, output packets and maps (needs root).
+    Diff(crate::xdp_diff::DiffArgs),
 }
 
 /// Which VM (its guest's control socket).
@@ -116,6 +119,7 @@ pub struct TestArgs {
 pub fn run(args: XdpArgs) -> Result<i32> {
     match args.command {
         XdpCommand::Test(a) => test(a),
+        XdpCommand::Diff(a) => crate::xdp_diff::run(a),
         XdpCommand::Load(a) => {
             let path = std::fs::canonicalize(&a.object)
                 .with_context(|| format!("{}", a.object.display()))?;

@@ -185,13 +185,30 @@ impl Object {
         section: Option<&str>,
         ncpus: u32,
     ) -> Result<Program, ElfError> {
+        let linked = self.link(section)?;
+        let maps = linked
+            .maps
+            .iter()
+            .map(|m| m.instantiate(ncpus).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Program::load(&linked.insns, maps).map_err(|source| ElfError::Load {
+            name: linked.name.clone(),
+            source,
+        })
+    }
+
+    /// Relocates and links one program without loading it: its instructions (map references
+    /// as pseudo `MAP_FD`/`MAP_VALUE` with the map's index in `imm`) and its maps' definitions
+    /// and initial contents. For loaders other than [`Program::load`], such as the kernel's
+    /// (the differential tests load the same instructions into both).
+    pub fn link(&self, section: Option<&str>) -> Result<LinkedProgram, ElfError> {
         let (info, key) = self.find(section)?;
         if self.obj.has_btf_relocations() {
             return Err(ElfError::Unsupported(
                 "CO-RE relocations (.BTF.ext field relocations, bpf_core_read)".into(),
             ));
         }
-        let maps = self.make_maps(ncpus)?;
+        let maps = self.map_specs()?;
         let mut obj = self.obj.clone();
         obj.relocate_maps(
             self.map_names
@@ -212,9 +229,10 @@ impl Object {
             .iter()
             .map(|i| RawInsn::new(i.code, i.dst_reg(), i.src_reg(), i.off, i.imm))
             .collect();
-        Program::load(&insns, maps).map_err(|source| ElfError::Load {
-            name: info.name.clone(),
-            source,
+        Ok(LinkedProgram {
+            name: info.name,
+            insns,
+            maps,
         })
     }
 
@@ -254,7 +272,7 @@ impl Object {
         }
     }
 
-    fn make_maps(&self, ncpus: u32) -> Result<Vec<Arc<Map>>, ElfError> {
+    fn map_specs(&self) -> Result<Vec<MapSpec>, ElfError> {
         use aya_obj::EbpfSectionKind as K;
         let mut out = Vec::with_capacity(self.map_names.len());
         for name in &self.map_names {
@@ -270,34 +288,75 @@ impl Object {
                     m.map_type()
                 ))
             })?;
-            let data_section = matches!(m.section_kind(), K::Data | K::Rodata | K::Bss);
-            let rodata = m.section_kind() == K::Rodata;
-            let def = MapDef {
-                name: name.clone(),
-                kind,
-                key_size: m.key_size(),
-                value_size: m.value_size(),
-                max_entries: m.max_entries(),
-                flags: if rodata {
-                    m.map_flags() | BPF_F_RDONLY_PROG
-                } else {
-                    m.map_flags()
-                },
-            };
             if m.inner().is_some() {
                 return Err(bad("maps of maps are not supported".into()));
             }
-            let map = Map::new(def, ncpus).map_err(|e| bad(e.to_string()))?;
-            if data_section && !m.data().is_empty() {
-                map.update(&0u32.to_le_bytes(), m.data(), BPF_ANY)
-                    .map_err(|e| bad(format!("initial contents: {e}")))?;
-            }
-            if rodata {
-                map.freeze();
-            }
-            out.push(Arc::new(map));
+            let data_section = matches!(m.section_kind(), K::Data | K::Rodata | K::Bss);
+            let frozen = m.section_kind() == K::Rodata;
+            out.push(MapSpec {
+                def: MapDef {
+                    name: name.clone(),
+                    kind,
+                    key_size: m.key_size(),
+                    value_size: m.value_size(),
+                    max_entries: m.max_entries(),
+                    flags: if frozen {
+                        m.map_flags() | BPF_F_RDONLY_PROG
+                    } else {
+                        m.map_flags()
+                    },
+                },
+                initial: if data_section {
+                    m.data().to_vec()
+                } else {
+                    Vec::new()
+                },
+                frozen,
+            });
         }
         Ok(out)
+    }
+}
+
+/// A relocated, linked program of an [`Object`], not yet loaded: see [`Object::link`].
+#[derive(Clone, Debug)]
+pub struct LinkedProgram {
+    /// The program's function name.
+    pub name: String,
+    /// Its instructions, callees appended; `lddw` map references carry the map's index.
+    pub insns: Vec<RawInsn>,
+    /// Its maps, in index order.
+    pub maps: Vec<MapSpec>,
+}
+
+/// One map of a [`LinkedProgram`].
+#[derive(Clone, Debug)]
+pub struct MapSpec {
+    /// Its definition (`.rodata` has [`BPF_F_RDONLY_PROG`] set).
+    pub def: MapDef,
+    /// For global data (`.data`, `.rodata`; empty for `.bss` and ordinary maps): the value
+    /// of key 0 at load.
+    pub initial: Vec<u8>,
+    /// Frozen after the initial value is written (`.rodata`): no userspace writes.
+    pub frozen: bool,
+}
+
+impl MapSpec {
+    /// Creates this crate's [`Map`] for the spec, per-CPU maps sized for `ncpus` CPUs.
+    pub fn instantiate(&self, ncpus: u32) -> Result<Map, ElfError> {
+        let bad = |why: String| ElfError::Map {
+            name: self.def.name.clone(),
+            why,
+        };
+        let map = Map::new(self.def.clone(), ncpus).map_err(|e| bad(e.to_string()))?;
+        if !self.initial.is_empty() {
+            map.update(&0u32.to_le_bytes(), &self.initial, BPF_ANY)
+                .map_err(|e| bad(format!("initial contents: {e}")))?;
+        }
+        if self.frozen {
+            map.freeze();
+        }
+        Ok(map)
     }
 }
 

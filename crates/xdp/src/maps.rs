@@ -77,6 +77,17 @@ impl MapKind {
         })
     }
 
+    /// The kernel's map type number (the inverse of [`MapKind::from_type`]).
+    pub fn to_type(self) -> u32 {
+        match self {
+            MapKind::Hash => 1,
+            MapKind::Array => 2,
+            MapKind::PerCpuHash => 5,
+            MapKind::PerCpuArray => 6,
+            MapKind::LruHash => 9,
+        }
+    }
+
     /// Whether each entry has one value per CPU.
     pub fn per_cpu(self) -> bool {
         matches!(self, MapKind::PerCpuArray | MapKind::PerCpuHash)
