@@ -170,7 +170,7 @@ fn timing(ours: &Program, kernel: &KernelProgram) -> Result<(f64, f64)> {
     let mut buf = template.clone();
     let t = std::time::Instant::now();
     for _ in 0..RUNS {
-        buf.clone_from(&template);
+        buf.reset_from(&template);
         std::hint::black_box(ours.run(&mut buf, 0));
     }
     let ours_ns = t.elapsed().as_nanos() as f64 / f64::from(RUNS);
