@@ -118,29 +118,6 @@ impl XdpBuffer {
         }
     }
 
-    /// Makes this buffer equal to `template` again for the next run, copying only the
-    /// template's frame (not the whole page) when both are pages of the same size: bytes
-    /// outside the frame keep what the last run left there. For repeated runs (benchmarks).
-    pub fn reset_from(&mut self, template: &XdpBuffer) {
-        let m = template.meta_len.unwrap_or(0);
-        let range = template
-            .headroom
-            .checked_sub(m)
-            .zip(template.headroom.checked_add(template.len));
-        let Some((start, end)) = range
-            .filter(|&(_, e)| self.data.len() == template.data.len() && e <= template.data.len())
-        else {
-            self.clone_from(template);
-            return;
-        };
-        self.data[start..end].copy_from_slice(&template.data[start..end]);
-        self.headroom = template.headroom;
-        self.len = template.len;
-        self.meta_len = template.meta_len;
-        self.ingress_ifindex = template.ingress_ifindex;
-        self.rx_queue_index = template.rx_queue_index;
-    }
-
     /// The frame, `[data, data_end)`.
     pub fn frame(&self) -> &[u8] {
         &self.data[self.headroom..self.headroom + self.len]
