@@ -29,6 +29,9 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// One TCP stream over a veth pair and over the hvnet lab, same time each.
     Tcp(TcpArgs),
+    /// XDP: per-program time in our runtime and the kernel's, and the lab's receive rate
+    /// with no program, a PASS and a DROP program.
+    Xdp(crate::bench_xdp::XdpBenchArgs),
 }
 
 /// Arguments of `hvnet bench tcp`.
@@ -66,6 +69,7 @@ pub enum OnOff {
 pub fn run(args: BenchArgs) -> Result<i32> {
     match args.what {
         BenchWhat::Tcp(a) => tcp(a),
+        BenchWhat::Xdp(a) => crate::bench_xdp::run(a),
     }
 }
 

@@ -5,6 +5,7 @@
 //! `hvnet guest` are the processes the lab starts, and can be started by hand.
 
 mod bench;
+mod bench_xdp;
 mod ctl;
 mod ethtool;
 mod guest_cmd;

@@ -162,6 +162,27 @@ fn compare(
     })
 }
 
+/// For each object: its file name and the mean ns per run in our runtime and in the
+/// kernel's (see [`timing`]). For `hvnet bench xdp`.
+pub fn timings(objects: &[PathBuf]) -> Result<Vec<(String, f64, f64)>> {
+    let mut out = Vec::new();
+    for path in objects {
+        let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+        let obj = Object::parse(&bytes).with_context(|| format!("{}", path.display()))?;
+        let ours = obj
+            .program(None)
+            .with_context(|| format!("{}", path.display()))?;
+        let kernel = KernelProgram::load(&obj.link(None)?)
+            .with_context(|| format!("{} in the kernel (needs root)", path.display()))?;
+        let (o, k) = timing(&ours, &kernel)?;
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        out.push((name, o, k));
+    }
+    Ok(out)
+}
+
 /// Mean ns per run on a 64-byte UDP frame, in both runtimes, 100 000 runs each. Like the
 /// kernel's `BPF_PROG_TEST_RUN` repeat loop, every run works on the buffer the previous run
 /// left (a program that grows the frame grows it once; later runs take its other branch), so

@@ -181,3 +181,40 @@ fn an_xdp_tx_program_on_vm2_answers_pings_its_kernel_ignores() {
     drop(m);
     assert_clean(lab);
 }
+
+#[test]
+fn bench_xdp_times_programs_against_the_kernel_and_floods_the_lab() {
+    let Some(_lock) = lab_lock() else { return };
+    let lab = "bench-xdp";
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let out = std::process::Command::new(HVNET)
+        .args(["bench", "xdp", "--lab", lab, "--seconds", "1", "--json"])
+        .arg(format!("{fixtures}/drop_udp9.o"))
+        .arg(format!("{fixtures}/corpus/tail_trim.o"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let programs = v["programs"].as_array().unwrap();
+    assert_eq!(programs.len(), 2, "{v:#}");
+    for p in programs {
+        assert!(p["ours_ns_per_run"].as_f64().unwrap() > 0.0, "{p}");
+        assert!(p["kernel_ns_per_run"].as_f64().unwrap() > 0.0, "{p}");
+    }
+    let phases = v["lab"].as_array().unwrap();
+    let names: Vec<&str> = phases
+        .iter()
+        .map(|p| p["program"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["none", "pass", "drop"]);
+    for p in phases {
+        // Every phase moved traffic through vm2's driver.
+        assert!(p["handled_per_s"].as_f64().unwrap() > 100.0, "{p}");
+    }
+    assert_clean(lab);
+}
