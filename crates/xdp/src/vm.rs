@@ -663,7 +663,17 @@ impl Vm<'_> {
     }
 
     fn execute(&mut self) -> Result<u64, Fault> {
+        // The count lives in a local the loop can keep in a register (a field of `self`
+        // was stored to memory on every instruction).
+        let mut count = 0;
+        let r = self.execute_counted(&mut count);
+        self.insns = count;
+        r
+    }
+
+    fn execute_counted(&mut self, count: &mut u64) -> Result<u64, Fault> {
         let code = &self.prog.code;
+        let budget = self.prog.budget;
         self.regs[1] = ptr(KIND_CTX, 0, 0);
         self.enter_frame();
         let mut pc = 0usize;
@@ -677,8 +687,8 @@ impl Vm<'_> {
                     write: false,
                 }));
             };
-            self.insns += 1;
-            if self.insns > self.prog.budget {
+            *count += 1;
+            if *count > budget {
                 return Err(fault(FaultKind::Budget));
             }
             let mut next = pc + 1;
