@@ -137,17 +137,47 @@ fn measure(
     })
 }
 
-fn tcp(args: TcpArgs) -> Result<i32> {
-    lab::preflight()?;
-    signals::install();
-    const VETH: [(&str, &str); 2] = [("hvbench-a", "198.19.0.1"), ("hvbench-b", "198.19.0.2")];
-    for ns in VETH.iter().map(|v| v.0).chain(lab::VMS.iter().map(|v| v.0)) {
+/// Fails, naming the namespace and the fix, when one of `names` exists already (a lab or
+/// bench running, or a stale one).
+pub(crate) fn ensure_free<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    for ns in names {
         if netns::exists(ns) {
             bail!(
                 "network namespace {ns} already exists (a lab or bench running?); `ip netns del {ns}` if stale"
             );
         }
     }
+    Ok(())
+}
+
+/// Starts the lab (one queue, no traffic of its own) for a benchmark; returns it and vm2's
+/// control socket.
+pub(crate) fn start_lab(
+    dir: &RunDir,
+    profile: netvsp::HostProfile,
+) -> Result<(Lab, std::path::PathBuf)> {
+    let lab_args = LabArgs {
+        dir: dir.clone(),
+        profile,
+        bytes: 0,
+        bytes6: 0,
+        pings: 0,
+        queues: 1,
+        keep: false,
+        trace: None,
+        json: false,
+    };
+    let mut l = Lab::new(dir);
+    lab::start(&lab_args, &mut l)?;
+    let guest = ctl::guest_socket(&dir.run_dir, &dir.lab, lab::VMS[1].0);
+    Ok((l, guest))
+}
+
+fn tcp(args: TcpArgs) -> Result<i32> {
+    lab::preflight()?;
+    signals::install();
+    const VETH: [(&str, &str); 2] = [("hvbench-a", "198.19.0.1"), ("hvbench-b", "198.19.0.2")];
+    ensure_free(VETH.iter().map(|v| v.0).chain(lab::VMS.iter().map(|v| v.0)))?;
     // The kernel's own path: a veth pair between two fresh namespaces.
     let veth = {
         let mut l = Lab::new(&args.dir);
@@ -175,20 +205,7 @@ fn tcp(args: TcpArgs) -> Result<i32> {
         m?
     };
     // Ours: the lab.
-    let lab_args = LabArgs {
-        dir: args.dir.clone(),
-        profile: args.profile,
-        bytes: 0,
-        bytes6: 0,
-        pings: 0,
-        queues: 1,
-        keep: false,
-        trace: None,
-        json: false,
-    };
-    let mut l = Lab::new(&args.dir);
-    lab::start(&lab_args, &mut l)?;
-    let guest = ctl::guest_socket(&args.dir.run_dir, &args.dir.lab, lab::VMS[1].0);
+    let (l, guest) = start_lab(&args.dir, args.profile)?;
     let mut set = serde_json::Map::new();
     if let Some(v) = args.lro {
         set.insert("lro".into(), (v == OnOff::On).into());

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::lab::{self, Lab, LabArgs};
+use crate::lab;
 use crate::{RunDir, ctl, netns, signals};
 
 /// Arguments of `hvnet bench xdp`.
@@ -95,27 +95,9 @@ fn default_corpus() -> Vec<PathBuf> {
 fn lab_phases(args: &XdpBenchArgs) -> Result<Value> {
     lab::preflight()?;
     signals::install();
-    for (ns, _, _) in lab::VMS {
-        if netns::exists(ns) {
-            bail!(
-                "network namespace {ns} already exists (a lab or bench running?); `ip netns del {ns}` if stale"
-            );
-        }
-    }
-    let lab_args = LabArgs {
-        dir: args.dir.clone(),
-        profile: netvsp::HostProfile::Ws2016, // no RSC: XDP needs LRO off
-        bytes: 0,
-        bytes6: 0,
-        pings: 0,
-        queues: 1,
-        keep: false,
-        trace: None,
-        json: false,
-    };
-    let mut l = Lab::new(&args.dir);
-    lab::start(&lab_args, &mut l)?;
-    let guest = ctl::guest_socket(&args.dir.run_dir, &args.dir.lab, lab::VMS[1].0);
+    crate::bench::ensure_free(lab::VMS.iter().map(|v| v.0))?;
+    // Ws2016: no RSC, and XDP needs LRO off.
+    let (l, guest) = crate::bench::start_lab(&args.dir, netvsp::HostProfile::Ws2016)?;
     let objs = std::env::temp_dir().join(format!("hvnet-bench-xdp-{}", std::process::id()));
     std::fs::create_dir_all(&objs).with_context(|| format!("{}", objs.display()))?;
     let mut phases = Vec::new();

@@ -282,7 +282,7 @@ pub fn run_test(prog: &Program, map_names: &[String], packet: &[u8], repeat: u32
 
 /// A map's entries sorted by key; per-CPU values are the CPUs' values back to back (without
 /// the kernel's 8-byte padding of each).
-fn dump(m: &Map) -> Entries {
+pub(crate) fn dump(m: &Map) -> Entries {
     let mut keys = m.keys();
     keys.sort();
     let size = m.def().value_size as usize;

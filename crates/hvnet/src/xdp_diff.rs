@@ -6,7 +6,7 @@
 //! ARP, VLAN, fragments, truncated headers) followed by random ones (random bytes with a
 //! random valid-looking prefix) from a seeded generator, so a run is reproducible.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -46,23 +46,7 @@ struct ProgramDiff {
 pub fn run(a: DiffArgs) -> Result<i32> {
     let mut results = Vec::new();
     for path in &a.objects {
-        let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-        let obj = Object::parse(&bytes).with_context(|| format!("{}", path.display()))?;
-        let linked = obj
-            .link(None)
-            .with_context(|| format!("{}", path.display()))?;
-        let ours = obj
-            .program(None)
-            .with_context(|| format!("{}", path.display()))?;
-        let kernel = KernelProgram::load(&linked).with_context(|| {
-            format!(
-                "{} in the kernel (hvnet xdp diff needs root and a kernel with BPF)",
-                path.display()
-            )
-        })?;
-        let name = path
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let (name, ours, kernel) = load_both(path)?;
         results.push(compare(&name, &ours, &kernel, a.packets, a.seed)?);
     }
     let failed = results.iter().any(|r| !r.mismatches.is_empty());
@@ -96,6 +80,24 @@ pub fn run(a: DiffArgs) -> Result<i32> {
         }
     }
     Ok(i32::from(failed))
+}
+
+/// Loads one object's XDP program into both runtimes; returns its file name with them.
+fn load_both(path: &Path) -> Result<(String, Program, KernelProgram)> {
+    let at = || path.display().to_string();
+    let bytes = std::fs::read(path).with_context(at)?;
+    let obj = Object::parse(&bytes).with_context(at)?;
+    let ours = obj.program(None).with_context(at)?;
+    let kernel = KernelProgram::load(&obj.link(None).with_context(at)?).with_context(|| {
+        format!(
+            "{} in the kernel (hvnet xdp diff needs root and a kernel with BPF)",
+            path.display()
+        )
+    })?;
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    Ok((name, ours, kernel))
 }
 
 fn compare(
@@ -135,13 +137,7 @@ fn compare(
             if m.def().kind.per_cpu() {
                 continue; // which CPU the kernel ran on is not ours to choose
             }
-            let mut keys = m.keys();
-            keys.sort();
-            let mine: Vec<(Vec<u8>, Vec<u8>)> = keys
-                .into_iter()
-                .filter_map(|k| Some((k.clone(), m.lookup(&k).ok()?)))
-                .collect();
-            if mine != km.entries()? {
+            if crate::xdp_cmd::dump(m) != km.entries()? {
                 mismatches.push(format!(
                     "packet {n}: map {i} ({}) differs after the run",
                     m.def().name
@@ -167,17 +163,8 @@ fn compare(
 pub fn timings(objects: &[PathBuf]) -> Result<Vec<(String, f64, f64)>> {
     let mut out = Vec::new();
     for path in objects {
-        let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-        let obj = Object::parse(&bytes).with_context(|| format!("{}", path.display()))?;
-        let ours = obj
-            .program(None)
-            .with_context(|| format!("{}", path.display()))?;
-        let kernel = KernelProgram::load(&obj.link(None)?)
-            .with_context(|| format!("{} in the kernel (needs root)", path.display()))?;
+        let (name, ours, kernel) = load_both(path)?;
         let (o, k) = timing(&ours, &kernel)?;
-        let name = path
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         out.push((name, o, k));
     }
     Ok(out)
