@@ -194,7 +194,7 @@ fn adjust_tail(vm: &mut Vm<'_>, offset: i32) -> u64 {
 }
 
 /// The 32-bit one's-complement sum as x86-64's `csum_partial` gives it.
-fn csum_diff(vm: &mut Vm<'_>, r: [u64; 11]) -> Result<u64, FaultKind> {
+fn csum_diff(vm: &mut Vm<'_>, r: [u64; 16]) -> Result<u64, FaultKind> {
     let from_size = r[2] as u32 as usize;
     let to_size = r[4] as u32 as usize;
     if !(from_size | to_size).is_multiple_of(4) || from_size + to_size > 512 {
@@ -220,7 +220,7 @@ fn csum_diff(vm: &mut Vm<'_>, r: [u64; 11]) -> Result<u64, FaultKind> {
     Ok(acc)
 }
 
-fn trace_printk(vm: &mut Vm<'_>, r: [u64; 11]) -> Result<u64, FaultKind> {
+fn trace_printk(vm: &mut Vm<'_>, r: [u64; 16]) -> Result<u64, FaultKind> {
     let size = r[2] as u32 as usize;
     if size == 0 || size > 4096 {
         return Ok(neg(errno::EINVAL));

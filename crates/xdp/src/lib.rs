@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod asm;
+mod code;
 pub mod elf;
 pub mod helpers;
 pub mod insn;

@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 
+use crate::code::{self, Op, Slot};
 use crate::helpers;
 use crate::insn::{AluOp, AtomicOp, Cond, EndianOp, Imm64, Insn, Operand, RawInsn, Size, Width};
 use crate::maps::Map;
@@ -77,7 +78,7 @@ pub(crate) const KIND_PKT: u64 = 2;
 pub(crate) const KIND_STACK: u64 = 3;
 pub(crate) const KIND_MAP: u64 = 4;
 pub(crate) const KIND_VALUE: u64 = 5;
-const SLOT_BITS: u32 = 22;
+pub(crate) const SLOT_BITS: u32 = 22;
 
 pub(crate) const fn ptr(kind: u64, id: u64, off: u64) -> u64 {
     (kind << 60) | ((id & 0x0fff_ffff) << 32) | (off & 0xffff_ffff)
@@ -238,7 +239,10 @@ pub type TraceSink = Box<dyn Fn(&str) + Send + Sync>;
 
 /// A loaded program with its maps.
 pub struct Program {
+    /// The verified instructions (the reference interpreter runs these).
     code: Vec<Insn>,
+    /// The compiled form the interpreter runs.
+    slots: Vec<Slot>,
     pub(crate) maps: Vec<Arc<Map>>,
     budget: u64,
     runs: AtomicU64,
@@ -263,6 +267,7 @@ impl Program {
     pub fn load(insns: &[RawInsn], maps: Vec<Arc<Map>>) -> Result<Program, LoadError> {
         let code = verifier::verify(insns, &maps)?;
         Ok(Program {
+            slots: code::compile(&code, true),
             code,
             maps,
             budget: DEFAULT_BUDGET,
@@ -341,7 +346,7 @@ impl Program {
             prog: self,
             buf,
             cpu,
-            regs: [0; 11],
+            regs: [0; 16],
             stack,
             depth: 0,
             frames: [Frame::default(); MAX_CALL_FRAMES],
@@ -387,6 +392,20 @@ struct Frame {
     saved: [u64; 4],
 }
 
+/// What follows an instruction in the reference interpreter.
+enum Step {
+    Next(usize),
+    Exit(u64),
+}
+
+/// The little-endian number in `b` (1, 2, 4 or 8 bytes).
+#[inline(always)]
+fn le(b: &[u8]) -> u64 {
+    let mut v = [0u8; 8];
+    v[..b.len()].copy_from_slice(b);
+    u64::from_le_bytes(v)
+}
+
 /// A resolved memory location.
 pub(crate) enum Loc {
     Ctx(usize),
@@ -399,7 +418,8 @@ pub(crate) struct Vm<'a> {
     pub(crate) prog: &'a Program,
     pub(crate) buf: &'a mut XdpBuffer,
     pub(crate) cpu: u32,
-    pub(crate) regs: [u64; 11],
+    /// r0..r10; the rest stay zero (a power of two lets indexing skip bounds checks).
+    pub(crate) regs: [u64; 16],
     stack: &'a mut StackMem,
     depth: usize,
     frames: [Frame; MAX_CALL_FRAMES],
@@ -672,170 +692,401 @@ impl Vm<'_> {
     }
 
     fn execute_counted(&mut self, count: &mut u64) -> Result<u64, Fault> {
-        let code = &self.prog.code;
-        let budget = self.prog.budget;
+        let prog = self.prog;
+        let slots = &prog.slots[..];
+        let budget = prog.budget;
         self.regs[1] = ptr(KIND_CTX, 0, 0);
         self.enter_frame();
         let mut pc = 0usize;
+        // Register numbers are below 11 (the verifier checked); `& 15` into the 16-entry
+        // file lets the compiler drop the bounds checks.
+        macro_rules! r {
+            ($i:expr) => {
+                self.regs[usize::from($i & 15)]
+            };
+        }
         loop {
-            let fault = |kind| Fault { pc, kind };
-            let Some(&insn) = code.get(pc) else {
+            let Some(&s) = slots.get(pc) else {
                 // The verifier makes this unreachable; stay total anyway.
-                return Err(fault(FaultKind::Memory {
-                    addr: pc as u64,
-                    size: 0,
-                    write: false,
-                }));
+                return Err(Fault {
+                    pc,
+                    kind: FaultKind::Memory {
+                        addr: pc as u64,
+                        size: 0,
+                        write: false,
+                    },
+                });
             };
             *count += 1;
             if *count > budget {
-                return Err(fault(FaultKind::Budget));
+                return Err(Fault {
+                    pc,
+                    kind: FaultKind::Budget,
+                });
             }
+            let fault = |kind| Fault { pc, kind };
+            let (d, imm) = (s.dst, s.imm);
+            let target = s.off as u32 as usize;
             let mut next = pc + 1;
-            let jump = |off: i64| (pc as i64 + 1 + off) as usize;
-            match insn {
-                Insn::Alu {
-                    width,
-                    op,
-                    dst,
-                    src,
-                } => {
-                    let b = self.operand(width, src);
-                    let d = dst as usize;
-                    self.regs[d] = match width {
-                        Width::W64 => alu64(op, self.regs[d], b),
-                        Width::W32 => u64::from(alu32(op, self.regs[d] as u32, b as u32)),
-                    };
+            macro_rules! jmp {
+                ($cond:expr) => {
+                    if $cond {
+                        next = target;
+                    }
+                };
+            }
+            macro_rules! addr {
+                ($base:expr) => {
+                    r!($base).wrapping_add(s.off as i64 as u64)
+                };
+            }
+            match s.op {
+                Op::Add64Imm => r!(d) = r!(d).wrapping_add(imm),
+                Op::Add64Reg => r!(d) = r!(d).wrapping_add(r!(s.src)),
+                Op::Sub64Imm => r!(d) = r!(d).wrapping_sub(imm),
+                Op::Sub64Reg => r!(d) = r!(d).wrapping_sub(r!(s.src)),
+                Op::Mul64Imm => r!(d) = r!(d).wrapping_mul(imm),
+                Op::Mul64Reg => r!(d) = r!(d).wrapping_mul(r!(s.src)),
+                Op::Div64Imm => r!(d) = alu64(AluOp::Div, r!(d), imm),
+                Op::Div64Reg => r!(d) = alu64(AluOp::Div, r!(d), r!(s.src)),
+                Op::SDiv64Imm => r!(d) = alu64(AluOp::SDiv, r!(d), imm),
+                Op::SDiv64Reg => r!(d) = alu64(AluOp::SDiv, r!(d), r!(s.src)),
+                Op::Mod64Imm => r!(d) = alu64(AluOp::Mod, r!(d), imm),
+                Op::Mod64Reg => r!(d) = alu64(AluOp::Mod, r!(d), r!(s.src)),
+                Op::SMod64Imm => r!(d) = alu64(AluOp::SMod, r!(d), imm),
+                Op::SMod64Reg => r!(d) = alu64(AluOp::SMod, r!(d), r!(s.src)),
+                Op::Or64Imm => r!(d) |= imm,
+                Op::Or64Reg => r!(d) |= r!(s.src),
+                Op::And64Imm => r!(d) &= imm,
+                Op::And64Reg => r!(d) &= r!(s.src),
+                Op::Xor64Imm => r!(d) ^= imm,
+                Op::Xor64Reg => r!(d) ^= r!(s.src),
+                Op::Lsh64Imm => r!(d) <<= imm & 63,
+                Op::Lsh64Reg => r!(d) <<= r!(s.src) & 63,
+                Op::Rsh64Imm => r!(d) >>= imm & 63,
+                Op::Rsh64Reg => r!(d) >>= r!(s.src) & 63,
+                Op::Arsh64Imm => r!(d) = ((r!(d) as i64) >> (imm & 63)) as u64,
+                Op::Arsh64Reg => r!(d) = ((r!(d) as i64) >> (r!(s.src) & 63)) as u64,
+                Op::Mov64Imm => r!(d) = imm,
+                Op::Mov64Reg => r!(d) = r!(s.src),
+                Op::Add32Imm => r!(d) = u64::from((r!(d) as u32).wrapping_add(imm as u32)),
+                Op::Add32Reg => r!(d) = u64::from((r!(d) as u32).wrapping_add(r!(s.src) as u32)),
+                Op::Sub32Imm => r!(d) = u64::from((r!(d) as u32).wrapping_sub(imm as u32)),
+                Op::Sub32Reg => r!(d) = u64::from((r!(d) as u32).wrapping_sub(r!(s.src) as u32)),
+                Op::Mul32Imm => r!(d) = u64::from((r!(d) as u32).wrapping_mul(imm as u32)),
+                Op::Mul32Reg => r!(d) = u64::from((r!(d) as u32).wrapping_mul(r!(s.src) as u32)),
+                Op::Div32Imm => r!(d) = u64::from(alu32(AluOp::Div, r!(d) as u32, imm as u32)),
+                Op::Div32Reg => {
+                    r!(d) = u64::from(alu32(AluOp::Div, r!(d) as u32, r!(s.src) as u32))
                 }
-                Insn::Neg { width, dst } => {
-                    let d = dst as usize;
-                    self.regs[d] = match width {
-                        Width::W64 => self.regs[d].wrapping_neg(),
-                        Width::W32 => u64::from((self.regs[d] as u32).wrapping_neg()),
-                    };
+                Op::SDiv32Imm => r!(d) = u64::from(alu32(AluOp::SDiv, r!(d) as u32, imm as u32)),
+                Op::SDiv32Reg => {
+                    r!(d) = u64::from(alu32(AluOp::SDiv, r!(d) as u32, r!(s.src) as u32))
                 }
-                Insn::MovSx {
-                    width,
-                    dst,
-                    src,
-                    bits,
-                } => {
-                    let v = sign_extend(self.regs[src as usize], usize::from(bits / 8));
-                    self.regs[dst as usize] = match width {
-                        Width::W64 => v,
-                        Width::W32 => v & 0xffff_ffff,
-                    };
+                Op::Mod32Imm => r!(d) = u64::from(alu32(AluOp::Mod, r!(d) as u32, imm as u32)),
+                Op::Mod32Reg => {
+                    r!(d) = u64::from(alu32(AluOp::Mod, r!(d) as u32, r!(s.src) as u32))
                 }
-                Insn::Endian { op, dst, bits } => {
-                    let v = self.regs[dst as usize];
-                    self.regs[dst as usize] = match (op, bits) {
-                        (EndianOp::ToLe, 16) => v & 0xffff,
-                        (EndianOp::ToLe, 32) => v & 0xffff_ffff,
-                        (EndianOp::ToLe, _) => v,
-                        (_, 16) => u64::from((v as u16).swap_bytes()),
-                        (_, 32) => u64::from((v as u32).swap_bytes()),
-                        (_, _) => v.swap_bytes(),
-                    };
+                Op::SMod32Imm => r!(d) = u64::from(alu32(AluOp::SMod, r!(d) as u32, imm as u32)),
+                Op::SMod32Reg => {
+                    r!(d) = u64::from(alu32(AluOp::SMod, r!(d) as u32, r!(s.src) as u32))
                 }
-                Insn::Load {
-                    size,
-                    dst,
-                    src,
-                    off,
-                } => {
-                    let addr = self.regs[src as usize].wrapping_add(off as i64 as u64);
-                    self.regs[dst as usize] = self.load(addr, size.bytes()).map_err(fault)?;
-                }
-                Insn::LoadSx {
-                    size,
-                    dst,
-                    src,
-                    off,
-                } => {
-                    let addr = self.regs[src as usize].wrapping_add(off as i64 as u64);
-                    let v = self.load(addr, size.bytes()).map_err(fault)?;
-                    self.regs[dst as usize] = sign_extend(v, size.bytes());
-                }
-                Insn::Store {
-                    size,
-                    dst,
-                    off,
-                    value,
-                } => {
-                    let addr = self.regs[dst as usize].wrapping_add(off as i64 as u64);
-                    let v = self.operand(Width::W64, value);
-                    self.store(addr, size.bytes(), v).map_err(fault)?;
-                }
-                Insn::Atomic {
-                    size,
-                    op,
-                    fetch,
-                    dst,
-                    src,
-                    off,
-                } => self.atomic(size, op, fetch, dst, src, off).map_err(fault)?,
-                Insn::LoadImm64 { dst, value } => {
-                    self.regs[dst as usize] = match value {
-                        Imm64::Value(v) => v,
-                        Imm64::Map(m) => ptr(KIND_MAP, u64::from(m), 0),
-                        Imm64::MapValue { map, offset } => {
-                            ptr(KIND_VALUE, u64::from(map) << SLOT_BITS, u64::from(offset))
-                        }
-                    };
+                Op::Or32Imm => r!(d) = u64::from(r!(d) as u32 | imm as u32),
+                Op::Or32Reg => r!(d) = u64::from(r!(d) as u32 | r!(s.src) as u32),
+                Op::And32Imm => r!(d) = u64::from(r!(d) as u32 & imm as u32),
+                Op::And32Reg => r!(d) = u64::from(r!(d) as u32 & r!(s.src) as u32),
+                Op::Xor32Imm => r!(d) = u64::from(r!(d) as u32 ^ imm as u32),
+                Op::Xor32Reg => r!(d) = u64::from(r!(d) as u32 ^ r!(s.src) as u32),
+                Op::Lsh32Imm => r!(d) = u64::from((r!(d) as u32) << (imm & 31)),
+                Op::Lsh32Reg => r!(d) = u64::from((r!(d) as u32) << (r!(s.src) & 31)),
+                Op::Rsh32Imm => r!(d) = u64::from((r!(d) as u32) >> (imm & 31)),
+                Op::Rsh32Reg => r!(d) = u64::from((r!(d) as u32) >> (r!(s.src) & 31)),
+                Op::Arsh32Imm => r!(d) = u64::from(((r!(d) as i32) >> (imm & 31)) as u32),
+                Op::Arsh32Reg => r!(d) = u64::from(((r!(d) as i32) >> (r!(s.src) & 31)) as u32),
+                Op::Mov32Imm => r!(d) = u64::from(imm as u32),
+                Op::Mov32Reg => r!(d) = u64::from(r!(s.src) as u32),
+                Op::Neg64 => r!(d) = r!(d).wrapping_neg(),
+                Op::Neg32 => r!(d) = u64::from((r!(d) as u32).wrapping_neg()),
+                Op::Zext16 => r!(d) &= 0xffff,
+                Op::Zext32 => r!(d) &= 0xffff_ffff,
+                Op::Nop => {}
+                Op::Swap16 => r!(d) = u64::from((r!(d) as u16).swap_bytes()),
+                Op::Swap32 => r!(d) = u64::from((r!(d) as u32).swap_bytes()),
+                Op::Swap64 => r!(d) = r!(d).swap_bytes(),
+                Op::Ldx1 => r!(d) = self.load_n::<1>(addr!(s.src)).map_err(fault)?,
+                Op::Ldx2 => r!(d) = self.load_n::<2>(addr!(s.src)).map_err(fault)?,
+                Op::Ldx4 => r!(d) = self.load_n::<4>(addr!(s.src)).map_err(fault)?,
+                Op::Ldx8 => r!(d) = self.load_n::<8>(addr!(s.src)).map_err(fault)?,
+                Op::CtxData => r!(d) = self.ctx_load(0),
+                Op::CtxDataEnd => r!(d) = self.ctx_load(4),
+                Op::CtxDataMeta => r!(d) = self.ctx_load(8),
+                Op::CtxIfindex => r!(d) = self.ctx_load(12),
+                Op::CtxRxQueue => r!(d) = self.ctx_load(16),
+                Op::St1 => self.store_n::<1>(addr!(d), imm).map_err(fault)?,
+                Op::St2 => self.store_n::<2>(addr!(d), imm).map_err(fault)?,
+                Op::St4 => self.store_n::<4>(addr!(d), imm).map_err(fault)?,
+                Op::St8 => self.store_n::<8>(addr!(d), imm).map_err(fault)?,
+                Op::Stx1 => self.store_n::<1>(addr!(d), r!(s.src)).map_err(fault)?,
+                Op::Stx2 => self.store_n::<2>(addr!(d), r!(s.src)).map_err(fault)?,
+                Op::Stx4 => self.store_n::<4>(addr!(d), r!(s.src)).map_err(fault)?,
+                Op::Stx8 => self.store_n::<8>(addr!(d), r!(s.src)).map_err(fault)?,
+                Op::LoadImm64 => {
+                    r!(d) = imm;
                     next = pc + 2;
                 }
-                // Refused by the verifier; fault rather than panic should that ever change.
-                Insn::LoadImm64Tail | Insn::LegacyPacketLoad { .. } | Insn::CallKfunc { .. } => {
-                    return Err(fault(FaultKind::HelperArg { helper: 0, arg: 0 }));
-                }
-                Insn::Ja { off } => next = jump(i64::from(off)),
-                Insn::Jump {
-                    width,
-                    cond,
-                    dst,
-                    src,
-                    off,
-                } => {
-                    let b = self.operand(Width::W64, src);
-                    if compare(cond, width, self.regs[dst as usize], b) {
-                        next = jump(i64::from(off));
+                Op::Ja => next = target,
+                Op::Jeq64Imm => jmp!(r!(d) == imm),
+                Op::Jeq64Reg => jmp!(r!(d) == r!(s.src)),
+                Op::Jne64Imm => jmp!(r!(d) != imm),
+                Op::Jne64Reg => jmp!(r!(d) != r!(s.src)),
+                Op::Jgt64Imm => jmp!(r!(d) > imm),
+                Op::Jgt64Reg => jmp!(r!(d) > r!(s.src)),
+                Op::Jge64Imm => jmp!(r!(d) >= imm),
+                Op::Jge64Reg => jmp!(r!(d) >= r!(s.src)),
+                Op::Jlt64Imm => jmp!(r!(d) < imm),
+                Op::Jlt64Reg => jmp!(r!(d) < r!(s.src)),
+                Op::Jle64Imm => jmp!(r!(d) <= imm),
+                Op::Jle64Reg => jmp!(r!(d) <= r!(s.src)),
+                Op::Jset64Imm => jmp!(r!(d) & imm != 0),
+                Op::Jset64Reg => jmp!(r!(d) & r!(s.src) != 0),
+                Op::Jsgt64Imm => jmp!((r!(d) as i64) > imm as i64),
+                Op::Jsgt64Reg => jmp!((r!(d) as i64) > r!(s.src) as i64),
+                Op::Jsge64Imm => jmp!((r!(d) as i64) >= imm as i64),
+                Op::Jsge64Reg => jmp!((r!(d) as i64) >= r!(s.src) as i64),
+                Op::Jslt64Imm => jmp!((r!(d) as i64) < imm as i64),
+                Op::Jslt64Reg => jmp!((r!(d) as i64) < r!(s.src) as i64),
+                Op::Jsle64Imm => jmp!((r!(d) as i64) <= imm as i64),
+                Op::Jsle64Reg => jmp!((r!(d) as i64) <= r!(s.src) as i64),
+                Op::Jeq32Imm => jmp!(r!(d) as u32 == imm as u32),
+                Op::Jeq32Reg => jmp!(r!(d) as u32 == r!(s.src) as u32),
+                Op::Jne32Imm => jmp!(r!(d) as u32 != imm as u32),
+                Op::Jne32Reg => jmp!(r!(d) as u32 != r!(s.src) as u32),
+                Op::Jgt32Imm => jmp!(r!(d) as u32 > imm as u32),
+                Op::Jgt32Reg => jmp!(r!(d) as u32 > r!(s.src) as u32),
+                Op::Jge32Imm => jmp!(r!(d) as u32 >= imm as u32),
+                Op::Jge32Reg => jmp!(r!(d) as u32 >= r!(s.src) as u32),
+                Op::Jlt32Imm => jmp!((r!(d) as u32) < imm as u32),
+                Op::Jlt32Reg => jmp!((r!(d) as u32) < r!(s.src) as u32),
+                Op::Jle32Imm => jmp!(r!(d) as u32 <= imm as u32),
+                Op::Jle32Reg => jmp!(r!(d) as u32 <= r!(s.src) as u32),
+                Op::Jset32Imm => jmp!(r!(d) as u32 & imm as u32 != 0),
+                Op::Jset32Reg => jmp!(r!(d) as u32 & r!(s.src) as u32 != 0),
+                Op::Jsgt32Imm => jmp!(r!(d) as i32 > imm as i32),
+                Op::Jsgt32Reg => jmp!(r!(d) as i32 > r!(s.src) as i32),
+                Op::Jsge32Imm => jmp!(r!(d) as i32 >= imm as i32),
+                Op::Jsge32Reg => jmp!(r!(d) as i32 >= r!(s.src) as i32),
+                Op::Jslt32Imm => jmp!((r!(d) as i32) < imm as i32),
+                Op::Jslt32Reg => jmp!((r!(d) as i32) < r!(s.src) as i32),
+                Op::Jsle32Imm => jmp!(r!(d) as i32 <= imm as i32),
+                Op::Jsle32Reg => jmp!(r!(d) as i32 <= r!(s.src) as i32),
+                Op::Call => helpers::call(self, imm as i32).map_err(fault)?,
+                Op::CallLocal | Op::Exit | Op::Slow => {
+                    let insn = prog.code.get(pc).copied().unwrap_or(Insn::LoadImm64Tail);
+                    match self.step(pc, insn)? {
+                        Step::Next(n) => next = n,
+                        Step::Exit(r0) => return Ok(r0),
                     }
-                }
-                Insn::MayGoto { off } => {
-                    if self.may_goto == 0 {
-                        next = jump(i64::from(off));
-                    } else {
-                        self.may_goto -= 1;
-                    }
-                }
-                Insn::Call { id } => helpers::call(self, id).map_err(fault)?,
-                Insn::CallLocal { off } => {
-                    if self.depth + 1 >= MAX_CALL_FRAMES {
-                        return Err(fault(FaultKind::CallDepth));
-                    }
-                    let mut saved = [0; 4];
-                    saved.copy_from_slice(&self.regs[6..10]);
-                    self.frames[self.depth] = Frame {
-                        ret_pc: pc + 1,
-                        saved,
-                    };
-                    self.depth += 1;
-                    self.enter_frame();
-                    next = jump(i64::from(off));
-                }
-                Insn::Exit => {
-                    if self.depth == 0 {
-                        return Ok(self.regs[0]);
-                    }
-                    self.depth -= 1;
-                    let f = self.frames[self.depth];
-                    self.regs[6..10].copy_from_slice(&f.saved);
-                    self.regs[10] = ptr(KIND_STACK, 0, ((self.depth + 1) * STACK_SIZE) as u64);
-                    next = f.ret_pc;
                 }
             }
             pc = next;
         }
+    }
+
+    /// [`Vm::load`] of `N` bytes with the packet and stack checked inline.
+    #[inline(always)]
+    fn load_n<const N: usize>(&self, addr: u64) -> Result<u64, FaultKind> {
+        let o = addr.wrapping_sub(KIND_PKT << 60);
+        let end = self.buf.data_end() as u64;
+        if o < end && o + N as u64 <= end && o >= self.buf.lo() as u64 {
+            if let Some(b) = self.buf.data.get(o as usize..o as usize + N) {
+                return Ok(le(b));
+            }
+        }
+        let o = addr.wrapping_sub(KIND_STACK << 60);
+        let end = self.stack_end() as u64;
+        if o < end && o + N as u64 <= end {
+            if let Some(b) = self.stack.get(o as usize..o as usize + N) {
+                return Ok(le(b));
+            }
+        }
+        self.load(addr, N)
+    }
+
+    /// [`Vm::store`] of `N` bytes with the packet and stack checked inline.
+    #[inline(always)]
+    fn store_n<const N: usize>(&mut self, addr: u64, val: u64) -> Result<(), FaultKind> {
+        let bytes = val.to_le_bytes();
+        let o = addr.wrapping_sub(KIND_PKT << 60);
+        let end = self.buf.data_end() as u64;
+        if o < end && o + N as u64 <= end && o >= self.buf.lo() as u64 {
+            if let Some(b) = self.buf.data.get_mut(o as usize..o as usize + N) {
+                b.copy_from_slice(&bytes[..N]);
+                return Ok(());
+            }
+        }
+        let o = addr.wrapping_sub(KIND_STACK << 60);
+        let end = self.stack_end() as u64;
+        if o < end && o + N as u64 <= end {
+            if let Some(b) = self.stack.get_mut(o as usize..o as usize + N) {
+                b.copy_from_slice(&bytes[..N]);
+                return Ok(());
+            }
+        }
+        self.store(addr, N, val)
+    }
+
+    /// End of the stack frames in use.
+    fn stack_end(&self) -> usize {
+        (self.depth + 1) * STACK_SIZE
+    }
+
+    /// The reference interpreter: executes `insn` at `pc`, returns what comes next.
+    fn step(&mut self, pc: usize, insn: Insn) -> Result<Step, Fault> {
+        let fault = |kind| Fault { pc, kind };
+        let mut next = pc + 1;
+        let jump = |off: i64| (pc as i64 + 1 + off) as usize;
+        match insn {
+            Insn::Alu {
+                width,
+                op,
+                dst,
+                src,
+            } => {
+                let b = self.operand(width, src);
+                let d = dst as usize;
+                self.regs[d] = match width {
+                    Width::W64 => alu64(op, self.regs[d], b),
+                    Width::W32 => u64::from(alu32(op, self.regs[d] as u32, b as u32)),
+                };
+            }
+            Insn::Neg { width, dst } => {
+                let d = dst as usize;
+                self.regs[d] = match width {
+                    Width::W64 => self.regs[d].wrapping_neg(),
+                    Width::W32 => u64::from((self.regs[d] as u32).wrapping_neg()),
+                };
+            }
+            Insn::MovSx {
+                width,
+                dst,
+                src,
+                bits,
+            } => {
+                let v = sign_extend(self.regs[src as usize], usize::from(bits / 8));
+                self.regs[dst as usize] = match width {
+                    Width::W64 => v,
+                    Width::W32 => v & 0xffff_ffff,
+                };
+            }
+            Insn::Endian { op, dst, bits } => {
+                let v = self.regs[dst as usize];
+                self.regs[dst as usize] = match (op, bits) {
+                    (EndianOp::ToLe, 16) => v & 0xffff,
+                    (EndianOp::ToLe, 32) => v & 0xffff_ffff,
+                    (EndianOp::ToLe, _) => v,
+                    (_, 16) => u64::from((v as u16).swap_bytes()),
+                    (_, 32) => u64::from((v as u32).swap_bytes()),
+                    (_, _) => v.swap_bytes(),
+                };
+            }
+            Insn::Load {
+                size,
+                dst,
+                src,
+                off,
+            } => {
+                let addr = self.regs[src as usize].wrapping_add(off as i64 as u64);
+                self.regs[dst as usize] = self.load(addr, size.bytes()).map_err(fault)?;
+            }
+            Insn::LoadSx {
+                size,
+                dst,
+                src,
+                off,
+            } => {
+                let addr = self.regs[src as usize].wrapping_add(off as i64 as u64);
+                let v = self.load(addr, size.bytes()).map_err(fault)?;
+                self.regs[dst as usize] = sign_extend(v, size.bytes());
+            }
+            Insn::Store {
+                size,
+                dst,
+                off,
+                value,
+            } => {
+                let addr = self.regs[dst as usize].wrapping_add(off as i64 as u64);
+                let v = self.operand(Width::W64, value);
+                self.store(addr, size.bytes(), v).map_err(fault)?;
+            }
+            Insn::Atomic {
+                size,
+                op,
+                fetch,
+                dst,
+                src,
+                off,
+            } => self.atomic(size, op, fetch, dst, src, off).map_err(fault)?,
+            Insn::LoadImm64 { dst, value } => {
+                self.regs[dst as usize] = match value {
+                    Imm64::Value(v) => v,
+                    Imm64::Map(m) => ptr(KIND_MAP, u64::from(m), 0),
+                    Imm64::MapValue { map, offset } => {
+                        ptr(KIND_VALUE, u64::from(map) << SLOT_BITS, u64::from(offset))
+                    }
+                };
+                next = pc + 2;
+            }
+            // Refused by the verifier; fault rather than panic should that ever change.
+            Insn::LoadImm64Tail | Insn::LegacyPacketLoad { .. } | Insn::CallKfunc { .. } => {
+                return Err(fault(FaultKind::HelperArg { helper: 0, arg: 0 }));
+            }
+            Insn::Ja { off } => next = jump(i64::from(off)),
+            Insn::Jump {
+                width,
+                cond,
+                dst,
+                src,
+                off,
+            } => {
+                let b = self.operand(Width::W64, src);
+                if compare(cond, width, self.regs[dst as usize], b) {
+                    next = jump(i64::from(off));
+                }
+            }
+            Insn::MayGoto { off } => {
+                if self.may_goto == 0 {
+                    next = jump(i64::from(off));
+                } else {
+                    self.may_goto -= 1;
+                }
+            }
+            Insn::Call { id } => helpers::call(self, id).map_err(fault)?,
+            Insn::CallLocal { off } => {
+                if self.depth + 1 >= MAX_CALL_FRAMES {
+                    return Err(fault(FaultKind::CallDepth));
+                }
+                let mut saved = [0; 4];
+                saved.copy_from_slice(&self.regs[6..10]);
+                self.frames[self.depth] = Frame {
+                    ret_pc: pc + 1,
+                    saved,
+                };
+                self.depth += 1;
+                self.enter_frame();
+                next = jump(i64::from(off));
+            }
+            Insn::Exit => {
+                if self.depth == 0 {
+                    return Ok(Step::Exit(self.regs[0]));
+                }
+                self.depth -= 1;
+                let f = self.frames[self.depth];
+                self.regs[6..10].copy_from_slice(&f.saved);
+                self.regs[10] = ptr(KIND_STACK, 0, ((self.depth + 1) * STACK_SIZE) as u64);
+                next = f.ret_pc;
+            }
+        }
+        Ok(Step::Next(next))
     }
 
     fn atomic(
