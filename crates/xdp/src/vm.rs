@@ -296,6 +296,13 @@ impl Program {
         self
     }
 
+    /// Runs every instruction through the reference interpreter instead of the compiled
+    /// form (slower): for tests that check the two agree.
+    pub fn with_reference_interpreter(mut self) -> Program {
+        self.slots = code::compile(&self.code, false);
+        self
+    }
+
     /// Sends `bpf_trace_printk` output to `sink` (dropped when none is set).
     pub fn set_trace_sink(&self, sink: Option<TraceSink>) {
         *self.trace.lock().unwrap_or_else(|e| e.into_inner()) = sink;
@@ -328,8 +335,9 @@ impl Program {
     /// map's CPU count). The buffer is changed in place (packet writes, adjust_head/tail/meta).
     pub fn run(&self, buf: &mut XdpBuffer, cpu: u32) -> RunResult {
         thread_local! {
-            // The stack memory, reused across runs: each frame is zeroed on entry, so
-            // zeroing all 4 KiB per run (most of a short program's cost) is not needed.
+            // The stack memory, reused across runs. Between runs it is all zero: a run
+            // zeroes what it wrote when it ends (see `Vm::dirty`), which costs a few
+            // stores where zeroing each 512-byte frame on entry cost most of a short run.
             static STACK: std::cell::RefCell<Box<StackMem>> =
                 std::cell::RefCell::new(Box::new([0; STACK_SIZE * MAX_CALL_FRAMES]));
         }
@@ -352,6 +360,7 @@ impl Program {
             frames: [Frame::default(); MAX_CALL_FRAMES],
             insns: 0,
             may_goto: MAY_GOTO_LOOPS,
+            dirty: (usize::MAX, 0),
         };
         let (r0, faulted) = if !vm.buf.consistent() {
             (
@@ -367,6 +376,11 @@ impl Program {
                 Err(f) => (0, Some(f)),
             }
         };
+        // Every path out of a run comes here, so the stack is clean for the next one.
+        let (lo, hi) = vm.dirty;
+        if let Some(d) = vm.stack.get_mut(lo..hi) {
+            d.fill(0);
+        }
         if faulted.is_some() {
             self.faults.fetch_add(1, Ordering::Relaxed);
         }
@@ -425,6 +439,8 @@ pub(crate) struct Vm<'a> {
     frames: [Frame; MAX_CALL_FRAMES],
     insns: u64,
     may_goto: u64,
+    /// `[lo, hi)`: the stack bytes this run may have written (empty as `(MAX, 0)`).
+    dirty: (usize, usize),
 }
 
 fn alu64(op: AluOp, a: u64, b: u64) -> u64 {
@@ -608,7 +624,10 @@ impl Vm<'_> {
                 });
             }
             Loc::Pkt(o) => self.buf.data[o..o + size].copy_from_slice(&b[..size]),
-            Loc::Stack(o) => self.stack[o..o + size].copy_from_slice(&b[..size]),
+            Loc::Stack(o) => {
+                self.mark_dirty(o, size);
+                self.stack[o..o + size].copy_from_slice(&b[..size]);
+            }
             Loc::Value { map, slot, off } => {
                 self.prog.maps[map].values().write(slot, off, size, val)
             }
@@ -657,6 +676,7 @@ impl Vm<'_> {
                 b[..size].copy_from_slice(&self.stack[o..o + size]);
                 let old = u64::from_le_bytes(b);
                 if let Some(new) = f(old) {
+                    self.mark_dirty(o, size);
                     self.stack[o..o + size].copy_from_slice(&new.to_le_bytes()[..size]);
                 }
                 Ok(old)
@@ -676,9 +696,20 @@ impl Vm<'_> {
         }
     }
 
+    /// Records a write of `[o, o + n)` to the stack.
+    #[inline(always)]
+    fn mark_dirty(&mut self, o: usize, n: usize) {
+        self.dirty = (self.dirty.0.min(o), self.dirty.1.max(o + n));
+    }
+
+    /// Sets up the frame at `self.depth`, zeroed: the stack is zero at the start of a run,
+    /// so only what an earlier call at this depth wrote needs clearing.
     fn enter_frame(&mut self) {
         let base = self.depth * STACK_SIZE;
-        self.stack[base..base + STACK_SIZE].fill(0);
+        let (lo, hi) = (self.dirty.0.max(base), self.dirty.1.min(base + STACK_SIZE));
+        if let Some(d) = self.stack.get_mut(lo..hi) {
+            d.fill(0);
+        }
         self.regs[10] = ptr(KIND_STACK, 0, (base + STACK_SIZE) as u64);
     }
 
@@ -897,17 +928,20 @@ impl Vm<'_> {
     fn load_n<const N: usize>(&self, addr: u64) -> Result<u64, FaultKind> {
         let o = addr.wrapping_sub(KIND_PKT << 60);
         let end = self.buf.data_end() as u64;
-        if o < end && o + N as u64 <= end && o >= self.buf.lo() as u64 {
-            if let Some(b) = self.buf.data.get(o as usize..o as usize + N) {
-                return Ok(le(b));
-            }
+        if o < end
+            && o + N as u64 <= end
+            && o >= self.buf.lo() as u64
+            && let Some(b) = self.buf.data.get(o as usize..o as usize + N)
+        {
+            return Ok(le(b));
         }
         let o = addr.wrapping_sub(KIND_STACK << 60);
         let end = self.stack_end() as u64;
-        if o < end && o + N as u64 <= end {
-            if let Some(b) = self.stack.get(o as usize..o as usize + N) {
-                return Ok(le(b));
-            }
+        if o < end
+            && o + N as u64 <= end
+            && let Some(b) = self.stack.get(o as usize..o as usize + N)
+        {
+            return Ok(le(b));
         }
         self.load(addr, N)
     }
@@ -918,19 +952,26 @@ impl Vm<'_> {
         let bytes = val.to_le_bytes();
         let o = addr.wrapping_sub(KIND_PKT << 60);
         let end = self.buf.data_end() as u64;
-        if o < end && o + N as u64 <= end && o >= self.buf.lo() as u64 {
-            if let Some(b) = self.buf.data.get_mut(o as usize..o as usize + N) {
-                b.copy_from_slice(&bytes[..N]);
-                return Ok(());
-            }
+        if o < end
+            && o + N as u64 <= end
+            && o >= self.buf.lo() as u64
+            && let Some(b) = self.buf.data.get_mut(o as usize..o as usize + N)
+        {
+            b.copy_from_slice(&bytes[..N]);
+            return Ok(());
         }
         let o = addr.wrapping_sub(KIND_STACK << 60);
         let end = self.stack_end() as u64;
-        if o < end && o + N as u64 <= end {
-            if let Some(b) = self.stack.get_mut(o as usize..o as usize + N) {
-                b.copy_from_slice(&bytes[..N]);
-                return Ok(());
-            }
+        if o < end
+            && o + N as u64 <= end
+            && let Some(b) = self.stack.get_mut(o as usize..o as usize + N)
+        {
+            self.dirty = (
+                self.dirty.0.min(o as usize),
+                self.dirty.1.max(o as usize + N),
+            );
+            b.copy_from_slice(&bytes[..N]);
+            return Ok(());
         }
         self.store(addr, N, val)
     }

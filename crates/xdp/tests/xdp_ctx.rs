@@ -340,3 +340,51 @@ fn headroom_constant_matches_netvsc() {
         (4096, 256, 3, &[1u8, 2, 3][..])
     );
 }
+
+#[test]
+fn stack_is_zero_at_every_entry() {
+    // Dirty the top and bottom of the frame, then fault (a load through r0 = 0).
+    let dirty_then_fault = load(
+        Asm::new()
+            .st(size::DW, 10, -8, 0x5a5a)
+            .st(size::DW, 10, -512, 0x5a5a)
+            .mov64_imm(2, 7)
+            .stx(size::DW, 10, 2, -256)
+            .mov64_imm(0, 0)
+            .ldx(size::DW, 0, 0, 0)
+            .exit(),
+        vec![],
+    );
+    let read = load(
+        Asm::new()
+            .ldx(size::DW, 0, 10, -8)
+            .ldx(size::DW, 2, 10, -512)
+            .alu64_reg(alu::OR, 0, 2)
+            .ldx(size::DW, 2, 10, -256)
+            .alu64_reg(alu::OR, 0, 2)
+            .exit(),
+        vec![],
+    );
+    let r = dirty_then_fault.run(&mut XdpBuffer::new(&udp_frame(1)), 0);
+    assert!(r.faulted.is_some());
+    assert_eq!(read.run(&mut XdpBuffer::new(&udp_frame(1)), 0).r0, 0);
+
+    // A subprogram called twice finds its frame zeroed the second time too:
+    // sub: r0 = *(r10 - 8); *(r10 - 8) = 7; exit.  main: r6 = sub(); r0 = sub() + r6.
+    let twice = load(
+        Asm::new()
+            .call_local(4)
+            .mov64_reg(6, 0)
+            .call_local(2)
+            .alu64_reg(alu::ADD, 0, 6)
+            .exit()
+            .ldx(size::DW, 0, 10, -8)
+            .st(size::DW, 10, -8, 7)
+            .exit(),
+        vec![],
+    );
+    for _ in 0..2 {
+        let r = twice.run(&mut XdpBuffer::new(&udp_frame(1)), 0);
+        assert_eq!((r.faulted, r.r0), (None, 0));
+    }
+}
