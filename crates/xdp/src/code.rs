@@ -165,6 +165,31 @@ pub(crate) enum Op {
     /// BPF-to-BPF call, `off` = target.
     CallLocal,
     Exit,
+    /// `dst = src + imm; if dst > aux goto off` (the packet bounds check clang emits for
+    /// `if (p + n > data_end)`: a move, an add and a jump).
+    MovAddJgt,
+    /// `dst += imm; if dst > aux goto off` (the same without the move).
+    AddJgt,
+    /// `dst = src + imm` (a move and an add).
+    MovAdd,
+    /// `dst = src >> imm` (a move and a shift).
+    MovRsh,
+    /// `dst = src << imm`.
+    MovLsh,
+    /// `dst = src & imm`.
+    MovAnd,
+    /// `dst = *(u8 *)(src + off); if dst != imm.low goto imm.high` (a load and a test).
+    Ldx1Jne,
+    /// The same with a 2-byte load.
+    Ldx2Jne,
+    /// The same with a 4-byte load.
+    Ldx4Jne,
+    /// `dst = *(u8 *)(src + off); if dst == imm.low goto imm.high`.
+    Ldx1Jeq,
+    /// The same with a 2-byte load.
+    Ldx2Jeq,
+    /// The same with a 4-byte load.
+    Ldx4Jeq,
     /// Interpret the [`Insn`] at this index (rare instructions, and the second slot of lddw,
     /// which no jump reaches).
     Slow,
@@ -179,6 +204,8 @@ pub(crate) struct Slot {
     pub dst: u8,
     /// Source register (also the base register of loads).
     pub src: u8,
+    /// Second source register of fused ops.
+    pub aux: u8,
     /// Memory offset, or absolute jump / call target.
     pub off: i32,
     /// Immediate: sign-extended to 64 bits (32-bit ops use the low half), a 64-bit constant,
@@ -192,6 +219,7 @@ impl Slot {
             op,
             dst,
             src,
+            aux: 0,
             off,
             imm,
         }
@@ -257,6 +285,111 @@ fn operand(src: Operand) -> (bool, u8, u64) {
 /// Compiles verified code (one [`Insn`] per slot, as [`crate::verifier::verify`] returns it).
 /// `fast == false` compiles every slot to [`Op::Slow`]: the reference interpreter, for tests.
 pub(crate) fn compile(code: &[Insn], fast: bool) -> Vec<Slot> {
+    let mut slots = translate(code, fast);
+    if fast {
+        fuse(code, &mut slots);
+    }
+    slots
+}
+
+/// Slots something can reach other than by falling through: jump and call targets, return
+/// addresses.
+fn entered(code: &[Insn]) -> Vec<bool> {
+    let mut e = vec![false; code.len() + 1];
+    e[0] = true;
+    for (pc, i) in code.iter().enumerate() {
+        let t = match *i {
+            Insn::Ja { off } => pc as i64 + 1 + i64::from(off),
+            Insn::Jump { off, .. } | Insn::MayGoto { off } => pc as i64 + 1 + i64::from(off),
+            Insn::CallLocal { off } => {
+                e[pc + 1] = true;
+                pc as i64 + 1 + i64::from(off)
+            }
+            _ => continue,
+        };
+        if let Some(x) = usize::try_from(t).ok().and_then(|t| e.get_mut(t)) {
+            *x = true;
+        }
+    }
+    e
+}
+
+/// Replaces common sequences of two or three ops by one (superinstructions), where nothing
+/// jumps into the middle of the sequence. The slots after the first stay as they were.
+fn fuse(code: &[Insn], slots: &mut [Slot]) {
+    let entered = entered(code);
+    for pc in 0..slots.len() {
+        let a = slots[pc];
+        let free = |k: usize| (1..k).all(|i| pc + i < slots.len() && !entered[pc + i]);
+        let b = slots.get(pc + 1).copied();
+        let c = slots.get(pc + 2).copied();
+        let fused = match (a.op, b, c) {
+            (Op::Mov64Reg, Some(b), Some(c))
+                if b.op == Op::Add64Imm
+                    && b.dst == a.dst
+                    && c.op == Op::Jgt64Reg
+                    && c.dst == a.dst
+                    && free(3) =>
+            {
+                Some(Slot {
+                    op: Op::MovAddJgt,
+                    aux: c.src,
+                    off: c.off,
+                    imm: b.imm,
+                    ..a
+                })
+            }
+            (Op::Mov64Reg, Some(b), _) if b.dst == a.dst && free(2) => {
+                let op = match b.op {
+                    Op::Add64Imm => Some(Op::MovAdd),
+                    Op::Rsh64Imm => Some(Op::MovRsh),
+                    Op::Lsh64Imm => Some(Op::MovLsh),
+                    Op::And64Imm => Some(Op::MovAnd),
+                    _ => None,
+                };
+                op.map(|op| Slot {
+                    op,
+                    imm: b.imm,
+                    ..a
+                })
+            }
+            (Op::Add64Imm, Some(b), _) if b.op == Op::Jgt64Reg && b.dst == a.dst && free(2) => {
+                Some(Slot {
+                    op: Op::AddJgt,
+                    aux: b.src,
+                    off: b.off,
+                    ..a
+                })
+            }
+            (Op::Ldx1 | Op::Ldx2 | Op::Ldx4, Some(b), _)
+                if matches!(b.op, Op::Jne64Imm | Op::Jeq64Imm) && b.dst == a.dst && free(2) =>
+            {
+                let ne = b.op == Op::Jne64Imm;
+                let op = match (a.op, ne) {
+                    (Op::Ldx1, true) => Op::Ldx1Jne,
+                    (Op::Ldx2, true) => Op::Ldx2Jne,
+                    (Op::Ldx4, true) => Op::Ldx4Jne,
+                    (Op::Ldx1, false) => Op::Ldx1Jeq,
+                    (Op::Ldx2, false) => Op::Ldx2Jeq,
+                    _ => Op::Ldx4Jeq,
+                };
+                // A zero-extended load never equals an immediate outside 0..2^32 after
+                // sign extension; those keep the two ops.
+                (b.imm <= u64::from(u32::MAX)).then_some(Slot {
+                    op,
+                    imm: (u64::from(b.off as u32) << 32) | b.imm,
+                    ..a
+                })
+            }
+            _ => None,
+        };
+        if let Some(f) = fused {
+            slots[pc] = f;
+        }
+    }
+}
+
+fn translate(code: &[Insn], fast: bool) -> Vec<Slot> {
     let ctx = if fast {
         ctx_registers(code)
     } else {

@@ -290,7 +290,9 @@ impl Program {
         Program::load(&insns, maps)
     }
 
-    /// Sets the instruction budget of each run (default [`DEFAULT_BUDGET`]).
+    /// Sets the instruction budget of each run (default [`DEFAULT_BUDGET`]). It is checked
+    /// at backward jumps and calls: a run that has used it up faults at the next one, so a
+    /// run executes at most `budget` instructions plus one pass of straight-line code.
     pub fn with_budget(mut self, budget: u64) -> Program {
         self.budget = budget;
         self
@@ -722,6 +724,9 @@ impl Vm<'_> {
         r
     }
 
+    // Inlined into `execute` so that `count` is a register there, not a memory cell whose
+    // store and reload would chain every instruction to the previous one.
+    #[inline(always)]
     fn execute_counted(&mut self, count: &mut u64) -> Result<u64, Fault> {
         let prog = self.prog;
         let slots = &prog.slots[..];
@@ -737,7 +742,7 @@ impl Vm<'_> {
             };
         }
         loop {
-            let Some(&s) = slots.get(pc) else {
+            let Some(s) = slots.get(pc) else {
                 // The verifier makes this unreachable; stay total anyway.
                 return Err(Fault {
                     pc,
@@ -748,178 +753,313 @@ impl Vm<'_> {
                     },
                 });
             };
+            // The budget is checked where a run can come back (backward jumps, calls), so
+            // straight-line code pays only the count: between two checks a run executes at
+            // most the program's length per frame.
             *count += 1;
-            if *count > budget {
-                return Err(Fault {
-                    pc,
-                    kind: FaultKind::Budget,
-                });
-            }
             let fault = |kind| Fault { pc, kind };
-            let (d, imm) = (s.dst, s.imm);
-            let target = s.off as u32 as usize;
-            let mut next = pc + 1;
+            // Fields are read where used, not all up front: the loop keeps few registers.
+            // Every arm yields the next pc (a `next` variable assigned in some arms was kept
+            // in memory, chaining each instruction to the previous one's store).
+            // A taken jump from slot `$at` to `$to`.
+            macro_rules! goto {
+                ($at:expr, $to:expr) => {{
+                    let to = $to;
+                    if to <= $at && *count > budget {
+                        return Err(Fault {
+                            pc: $at,
+                            kind: FaultKind::Budget,
+                        });
+                    }
+                    to
+                }};
+            }
             macro_rules! jmp {
                 ($cond:expr) => {
                     if $cond {
-                        next = target;
+                        goto!(pc, s.off as u32 as usize)
+                    } else {
+                        pc + 1
                     }
                 };
+            }
+            // A load fused with a test of the loaded value against `s.imm`'s low half.
+            macro_rules! ld_test {
+                ($n:literal, $op:tt) => {{
+                    let v = self.load_n::<$n>(addr!(s.src)).map_err(fault)?;
+                    r!(s.dst) = v;
+                    *count += 1;
+                    if v $op s.imm & 0xffff_ffff {
+                        goto!(pc + 1, (s.imm >> 32) as usize)
+                    } else {
+                        pc + 2
+                    }
+                }};
+            }
+            // An instruction that goes on to the next slot.
+            macro_rules! then_next {
+                ($e:expr) => {{
+                    $e;
+                    pc + 1
+                }};
             }
             macro_rules! addr {
                 ($base:expr) => {
                     r!($base).wrapping_add(s.off as i64 as u64)
                 };
             }
-            match s.op {
-                Op::Add64Imm => r!(d) = r!(d).wrapping_add(imm),
-                Op::Add64Reg => r!(d) = r!(d).wrapping_add(r!(s.src)),
-                Op::Sub64Imm => r!(d) = r!(d).wrapping_sub(imm),
-                Op::Sub64Reg => r!(d) = r!(d).wrapping_sub(r!(s.src)),
-                Op::Mul64Imm => r!(d) = r!(d).wrapping_mul(imm),
-                Op::Mul64Reg => r!(d) = r!(d).wrapping_mul(r!(s.src)),
-                Op::Div64Imm => r!(d) = alu64(AluOp::Div, r!(d), imm),
-                Op::Div64Reg => r!(d) = alu64(AluOp::Div, r!(d), r!(s.src)),
-                Op::SDiv64Imm => r!(d) = alu64(AluOp::SDiv, r!(d), imm),
-                Op::SDiv64Reg => r!(d) = alu64(AluOp::SDiv, r!(d), r!(s.src)),
-                Op::Mod64Imm => r!(d) = alu64(AluOp::Mod, r!(d), imm),
-                Op::Mod64Reg => r!(d) = alu64(AluOp::Mod, r!(d), r!(s.src)),
-                Op::SMod64Imm => r!(d) = alu64(AluOp::SMod, r!(d), imm),
-                Op::SMod64Reg => r!(d) = alu64(AluOp::SMod, r!(d), r!(s.src)),
-                Op::Or64Imm => r!(d) |= imm,
-                Op::Or64Reg => r!(d) |= r!(s.src),
-                Op::And64Imm => r!(d) &= imm,
-                Op::And64Reg => r!(d) &= r!(s.src),
-                Op::Xor64Imm => r!(d) ^= imm,
-                Op::Xor64Reg => r!(d) ^= r!(s.src),
-                Op::Lsh64Imm => r!(d) <<= imm & 63,
-                Op::Lsh64Reg => r!(d) <<= r!(s.src) & 63,
-                Op::Rsh64Imm => r!(d) >>= imm & 63,
-                Op::Rsh64Reg => r!(d) >>= r!(s.src) & 63,
-                Op::Arsh64Imm => r!(d) = ((r!(d) as i64) >> (imm & 63)) as u64,
-                Op::Arsh64Reg => r!(d) = ((r!(d) as i64) >> (r!(s.src) & 63)) as u64,
-                Op::Mov64Imm => r!(d) = imm,
-                Op::Mov64Reg => r!(d) = r!(s.src),
-                Op::Add32Imm => r!(d) = u64::from((r!(d) as u32).wrapping_add(imm as u32)),
-                Op::Add32Reg => r!(d) = u64::from((r!(d) as u32).wrapping_add(r!(s.src) as u32)),
-                Op::Sub32Imm => r!(d) = u64::from((r!(d) as u32).wrapping_sub(imm as u32)),
-                Op::Sub32Reg => r!(d) = u64::from((r!(d) as u32).wrapping_sub(r!(s.src) as u32)),
-                Op::Mul32Imm => r!(d) = u64::from((r!(d) as u32).wrapping_mul(imm as u32)),
-                Op::Mul32Reg => r!(d) = u64::from((r!(d) as u32).wrapping_mul(r!(s.src) as u32)),
-                Op::Div32Imm => r!(d) = u64::from(alu32(AluOp::Div, r!(d) as u32, imm as u32)),
+            pc = match s.op {
+                Op::Add64Imm => then_next!(r!(s.dst) = r!(s.dst).wrapping_add(s.imm)),
+                Op::Add64Reg => then_next!(r!(s.dst) = r!(s.dst).wrapping_add(r!(s.src))),
+                Op::Sub64Imm => then_next!(r!(s.dst) = r!(s.dst).wrapping_sub(s.imm)),
+                Op::Sub64Reg => then_next!(r!(s.dst) = r!(s.dst).wrapping_sub(r!(s.src))),
+                Op::Mul64Imm => then_next!(r!(s.dst) = r!(s.dst).wrapping_mul(s.imm)),
+                Op::Mul64Reg => then_next!(r!(s.dst) = r!(s.dst).wrapping_mul(r!(s.src))),
+                Op::Div64Imm => then_next!(r!(s.dst) = alu64(AluOp::Div, r!(s.dst), s.imm)),
+                Op::Div64Reg => then_next!(r!(s.dst) = alu64(AluOp::Div, r!(s.dst), r!(s.src))),
+                Op::SDiv64Imm => then_next!(r!(s.dst) = alu64(AluOp::SDiv, r!(s.dst), s.imm)),
+                Op::SDiv64Reg => then_next!(r!(s.dst) = alu64(AluOp::SDiv, r!(s.dst), r!(s.src))),
+                Op::Mod64Imm => then_next!(r!(s.dst) = alu64(AluOp::Mod, r!(s.dst), s.imm)),
+                Op::Mod64Reg => then_next!(r!(s.dst) = alu64(AluOp::Mod, r!(s.dst), r!(s.src))),
+                Op::SMod64Imm => then_next!(r!(s.dst) = alu64(AluOp::SMod, r!(s.dst), s.imm)),
+                Op::SMod64Reg => then_next!(r!(s.dst) = alu64(AluOp::SMod, r!(s.dst), r!(s.src))),
+                Op::Or64Imm => then_next!(r!(s.dst) |= s.imm),
+                Op::Or64Reg => then_next!(r!(s.dst) |= r!(s.src)),
+                Op::And64Imm => then_next!(r!(s.dst) &= s.imm),
+                Op::And64Reg => then_next!(r!(s.dst) &= r!(s.src)),
+                Op::Xor64Imm => then_next!(r!(s.dst) ^= s.imm),
+                Op::Xor64Reg => then_next!(r!(s.dst) ^= r!(s.src)),
+                Op::Lsh64Imm => then_next!(r!(s.dst) <<= s.imm & 63),
+                Op::Lsh64Reg => then_next!(r!(s.dst) <<= r!(s.src) & 63),
+                Op::Rsh64Imm => then_next!(r!(s.dst) >>= s.imm & 63),
+                Op::Rsh64Reg => then_next!(r!(s.dst) >>= r!(s.src) & 63),
+                Op::Arsh64Imm => {
+                    then_next!(r!(s.dst) = ((r!(s.dst) as i64) >> (s.imm & 63)) as u64)
+                }
+                Op::Arsh64Reg => {
+                    then_next!(r!(s.dst) = ((r!(s.dst) as i64) >> (r!(s.src) & 63)) as u64)
+                }
+                Op::Mov64Imm => then_next!(r!(s.dst) = s.imm),
+                Op::Mov64Reg => then_next!(r!(s.dst) = r!(s.src)),
+                Op::Add32Imm => {
+                    then_next!(r!(s.dst) = u64::from((r!(s.dst) as u32).wrapping_add(s.imm as u32)))
+                }
+                Op::Add32Reg => {
+                    then_next!(
+                        r!(s.dst) = u64::from((r!(s.dst) as u32).wrapping_add(r!(s.src) as u32))
+                    )
+                }
+                Op::Sub32Imm => {
+                    then_next!(r!(s.dst) = u64::from((r!(s.dst) as u32).wrapping_sub(s.imm as u32)))
+                }
+                Op::Sub32Reg => {
+                    then_next!(
+                        r!(s.dst) = u64::from((r!(s.dst) as u32).wrapping_sub(r!(s.src) as u32))
+                    )
+                }
+                Op::Mul32Imm => {
+                    then_next!(r!(s.dst) = u64::from((r!(s.dst) as u32).wrapping_mul(s.imm as u32)))
+                }
+                Op::Mul32Reg => {
+                    then_next!(
+                        r!(s.dst) = u64::from((r!(s.dst) as u32).wrapping_mul(r!(s.src) as u32))
+                    )
+                }
+                Op::Div32Imm => {
+                    then_next!(
+                        r!(s.dst) = u64::from(alu32(AluOp::Div, r!(s.dst) as u32, s.imm as u32))
+                    )
+                }
                 Op::Div32Reg => {
-                    r!(d) = u64::from(alu32(AluOp::Div, r!(d) as u32, r!(s.src) as u32))
+                    then_next!(
+                        r!(s.dst) =
+                            u64::from(alu32(AluOp::Div, r!(s.dst) as u32, r!(s.src) as u32))
+                    )
                 }
-                Op::SDiv32Imm => r!(d) = u64::from(alu32(AluOp::SDiv, r!(d) as u32, imm as u32)),
-                Op::SDiv32Reg => {
-                    r!(d) = u64::from(alu32(AluOp::SDiv, r!(d) as u32, r!(s.src) as u32))
+                Op::SDiv32Imm => {
+                    then_next!(
+                        r!(s.dst) = u64::from(alu32(AluOp::SDiv, r!(s.dst) as u32, s.imm as u32))
+                    )
                 }
-                Op::Mod32Imm => r!(d) = u64::from(alu32(AluOp::Mod, r!(d) as u32, imm as u32)),
+                Op::SDiv32Reg => then_next!(
+                    r!(s.dst) = u64::from(alu32(AluOp::SDiv, r!(s.dst) as u32, r!(s.src) as u32))
+                ),
+                Op::Mod32Imm => {
+                    then_next!(
+                        r!(s.dst) = u64::from(alu32(AluOp::Mod, r!(s.dst) as u32, s.imm as u32))
+                    )
+                }
                 Op::Mod32Reg => {
-                    r!(d) = u64::from(alu32(AluOp::Mod, r!(d) as u32, r!(s.src) as u32))
+                    then_next!(
+                        r!(s.dst) =
+                            u64::from(alu32(AluOp::Mod, r!(s.dst) as u32, r!(s.src) as u32))
+                    )
                 }
-                Op::SMod32Imm => r!(d) = u64::from(alu32(AluOp::SMod, r!(d) as u32, imm as u32)),
-                Op::SMod32Reg => {
-                    r!(d) = u64::from(alu32(AluOp::SMod, r!(d) as u32, r!(s.src) as u32))
+                Op::SMod32Imm => {
+                    then_next!(
+                        r!(s.dst) = u64::from(alu32(AluOp::SMod, r!(s.dst) as u32, s.imm as u32))
+                    )
                 }
-                Op::Or32Imm => r!(d) = u64::from(r!(d) as u32 | imm as u32),
-                Op::Or32Reg => r!(d) = u64::from(r!(d) as u32 | r!(s.src) as u32),
-                Op::And32Imm => r!(d) = u64::from(r!(d) as u32 & imm as u32),
-                Op::And32Reg => r!(d) = u64::from(r!(d) as u32 & r!(s.src) as u32),
-                Op::Xor32Imm => r!(d) = u64::from(r!(d) as u32 ^ imm as u32),
-                Op::Xor32Reg => r!(d) = u64::from(r!(d) as u32 ^ r!(s.src) as u32),
-                Op::Lsh32Imm => r!(d) = u64::from((r!(d) as u32) << (imm & 31)),
-                Op::Lsh32Reg => r!(d) = u64::from((r!(d) as u32) << (r!(s.src) & 31)),
-                Op::Rsh32Imm => r!(d) = u64::from((r!(d) as u32) >> (imm & 31)),
-                Op::Rsh32Reg => r!(d) = u64::from((r!(d) as u32) >> (r!(s.src) & 31)),
-                Op::Arsh32Imm => r!(d) = u64::from(((r!(d) as i32) >> (imm & 31)) as u32),
-                Op::Arsh32Reg => r!(d) = u64::from(((r!(d) as i32) >> (r!(s.src) & 31)) as u32),
-                Op::Mov32Imm => r!(d) = u64::from(imm as u32),
-                Op::Mov32Reg => r!(d) = u64::from(r!(s.src) as u32),
-                Op::Neg64 => r!(d) = r!(d).wrapping_neg(),
-                Op::Neg32 => r!(d) = u64::from((r!(d) as u32).wrapping_neg()),
-                Op::Zext16 => r!(d) &= 0xffff,
-                Op::Zext32 => r!(d) &= 0xffff_ffff,
-                Op::Nop => {}
-                Op::Swap16 => r!(d) = u64::from((r!(d) as u16).swap_bytes()),
-                Op::Swap32 => r!(d) = u64::from((r!(d) as u32).swap_bytes()),
-                Op::Swap64 => r!(d) = r!(d).swap_bytes(),
-                Op::Ldx1 => r!(d) = self.load_n::<1>(addr!(s.src)).map_err(fault)?,
-                Op::Ldx2 => r!(d) = self.load_n::<2>(addr!(s.src)).map_err(fault)?,
-                Op::Ldx4 => r!(d) = self.load_n::<4>(addr!(s.src)).map_err(fault)?,
-                Op::Ldx8 => r!(d) = self.load_n::<8>(addr!(s.src)).map_err(fault)?,
-                Op::CtxData => r!(d) = self.ctx_load(0),
-                Op::CtxDataEnd => r!(d) = self.ctx_load(4),
-                Op::CtxDataMeta => r!(d) = self.ctx_load(8),
-                Op::CtxIfindex => r!(d) = self.ctx_load(12),
-                Op::CtxRxQueue => r!(d) = self.ctx_load(16),
-                Op::St1 => self.store_n::<1>(addr!(d), imm).map_err(fault)?,
-                Op::St2 => self.store_n::<2>(addr!(d), imm).map_err(fault)?,
-                Op::St4 => self.store_n::<4>(addr!(d), imm).map_err(fault)?,
-                Op::St8 => self.store_n::<8>(addr!(d), imm).map_err(fault)?,
-                Op::Stx1 => self.store_n::<1>(addr!(d), r!(s.src)).map_err(fault)?,
-                Op::Stx2 => self.store_n::<2>(addr!(d), r!(s.src)).map_err(fault)?,
-                Op::Stx4 => self.store_n::<4>(addr!(d), r!(s.src)).map_err(fault)?,
-                Op::Stx8 => self.store_n::<8>(addr!(d), r!(s.src)).map_err(fault)?,
+                Op::SMod32Reg => then_next!(
+                    r!(s.dst) = u64::from(alu32(AluOp::SMod, r!(s.dst) as u32, r!(s.src) as u32))
+                ),
+                Op::Or32Imm => then_next!(r!(s.dst) = u64::from(r!(s.dst) as u32 | s.imm as u32)),
+                Op::Or32Reg => {
+                    then_next!(r!(s.dst) = u64::from(r!(s.dst) as u32 | r!(s.src) as u32))
+                }
+                Op::And32Imm => then_next!(r!(s.dst) = u64::from(r!(s.dst) as u32 & s.imm as u32)),
+                Op::And32Reg => {
+                    then_next!(r!(s.dst) = u64::from(r!(s.dst) as u32 & r!(s.src) as u32))
+                }
+                Op::Xor32Imm => then_next!(r!(s.dst) = u64::from(r!(s.dst) as u32 ^ s.imm as u32)),
+                Op::Xor32Reg => {
+                    then_next!(r!(s.dst) = u64::from(r!(s.dst) as u32 ^ r!(s.src) as u32))
+                }
+                Op::Lsh32Imm => {
+                    then_next!(r!(s.dst) = u64::from((r!(s.dst) as u32) << (s.imm & 31)))
+                }
+                Op::Lsh32Reg => {
+                    then_next!(r!(s.dst) = u64::from((r!(s.dst) as u32) << (r!(s.src) & 31)))
+                }
+                Op::Rsh32Imm => {
+                    then_next!(r!(s.dst) = u64::from((r!(s.dst) as u32) >> (s.imm & 31)))
+                }
+                Op::Rsh32Reg => {
+                    then_next!(r!(s.dst) = u64::from((r!(s.dst) as u32) >> (r!(s.src) & 31)))
+                }
+                Op::Arsh32Imm => {
+                    then_next!(r!(s.dst) = u64::from(((r!(s.dst) as i32) >> (s.imm & 31)) as u32))
+                }
+                Op::Arsh32Reg => {
+                    then_next!(
+                        r!(s.dst) = u64::from(((r!(s.dst) as i32) >> (r!(s.src) & 31)) as u32)
+                    )
+                }
+                Op::Mov32Imm => then_next!(r!(s.dst) = u64::from(s.imm as u32)),
+                Op::Mov32Reg => then_next!(r!(s.dst) = u64::from(r!(s.src) as u32)),
+                Op::Neg64 => then_next!(r!(s.dst) = r!(s.dst).wrapping_neg()),
+                Op::Neg32 => then_next!(r!(s.dst) = u64::from((r!(s.dst) as u32).wrapping_neg())),
+                Op::Zext16 => then_next!(r!(s.dst) &= 0xffff),
+                Op::Zext32 => then_next!(r!(s.dst) &= 0xffff_ffff),
+                Op::Nop => pc + 1,
+                Op::Swap16 => then_next!(r!(s.dst) = u64::from((r!(s.dst) as u16).swap_bytes())),
+                Op::Swap32 => then_next!(r!(s.dst) = u64::from((r!(s.dst) as u32).swap_bytes())),
+                Op::Swap64 => then_next!(r!(s.dst) = r!(s.dst).swap_bytes()),
+                Op::Ldx1 => then_next!(r!(s.dst) = self.load_n::<1>(addr!(s.src)).map_err(fault)?),
+                Op::Ldx2 => then_next!(r!(s.dst) = self.load_n::<2>(addr!(s.src)).map_err(fault)?),
+                Op::Ldx4 => then_next!(r!(s.dst) = self.load_n::<4>(addr!(s.src)).map_err(fault)?),
+                Op::Ldx8 => then_next!(r!(s.dst) = self.load_n::<8>(addr!(s.src)).map_err(fault)?),
+                Op::CtxData => then_next!(r!(s.dst) = self.ctx_load(0)),
+                Op::CtxDataEnd => then_next!(r!(s.dst) = self.ctx_load(4)),
+                Op::CtxDataMeta => then_next!(r!(s.dst) = self.ctx_load(8)),
+                Op::CtxIfindex => then_next!(r!(s.dst) = self.ctx_load(12)),
+                Op::CtxRxQueue => then_next!(r!(s.dst) = self.ctx_load(16)),
+                Op::St1 => then_next!(self.store_n::<1>(addr!(s.dst), s.imm).map_err(fault)?),
+                Op::St2 => then_next!(self.store_n::<2>(addr!(s.dst), s.imm).map_err(fault)?),
+                Op::St4 => then_next!(self.store_n::<4>(addr!(s.dst), s.imm).map_err(fault)?),
+                Op::St8 => then_next!(self.store_n::<8>(addr!(s.dst), s.imm).map_err(fault)?),
+                Op::Stx1 => then_next!(self.store_n::<1>(addr!(s.dst), r!(s.src)).map_err(fault)?),
+                Op::Stx2 => then_next!(self.store_n::<2>(addr!(s.dst), r!(s.src)).map_err(fault)?),
+                Op::Stx4 => then_next!(self.store_n::<4>(addr!(s.dst), r!(s.src)).map_err(fault)?),
+                Op::Stx8 => then_next!(self.store_n::<8>(addr!(s.dst), r!(s.src)).map_err(fault)?),
                 Op::LoadImm64 => {
-                    r!(d) = imm;
-                    next = pc + 2;
+                    r!(s.dst) = s.imm;
+                    pc + 2
                 }
-                Op::Ja => next = target,
-                Op::Jeq64Imm => jmp!(r!(d) == imm),
-                Op::Jeq64Reg => jmp!(r!(d) == r!(s.src)),
-                Op::Jne64Imm => jmp!(r!(d) != imm),
-                Op::Jne64Reg => jmp!(r!(d) != r!(s.src)),
-                Op::Jgt64Imm => jmp!(r!(d) > imm),
-                Op::Jgt64Reg => jmp!(r!(d) > r!(s.src)),
-                Op::Jge64Imm => jmp!(r!(d) >= imm),
-                Op::Jge64Reg => jmp!(r!(d) >= r!(s.src)),
-                Op::Jlt64Imm => jmp!(r!(d) < imm),
-                Op::Jlt64Reg => jmp!(r!(d) < r!(s.src)),
-                Op::Jle64Imm => jmp!(r!(d) <= imm),
-                Op::Jle64Reg => jmp!(r!(d) <= r!(s.src)),
-                Op::Jset64Imm => jmp!(r!(d) & imm != 0),
-                Op::Jset64Reg => jmp!(r!(d) & r!(s.src) != 0),
-                Op::Jsgt64Imm => jmp!((r!(d) as i64) > imm as i64),
-                Op::Jsgt64Reg => jmp!((r!(d) as i64) > r!(s.src) as i64),
-                Op::Jsge64Imm => jmp!((r!(d) as i64) >= imm as i64),
-                Op::Jsge64Reg => jmp!((r!(d) as i64) >= r!(s.src) as i64),
-                Op::Jslt64Imm => jmp!((r!(d) as i64) < imm as i64),
-                Op::Jslt64Reg => jmp!((r!(d) as i64) < r!(s.src) as i64),
-                Op::Jsle64Imm => jmp!((r!(d) as i64) <= imm as i64),
-                Op::Jsle64Reg => jmp!((r!(d) as i64) <= r!(s.src) as i64),
-                Op::Jeq32Imm => jmp!(r!(d) as u32 == imm as u32),
-                Op::Jeq32Reg => jmp!(r!(d) as u32 == r!(s.src) as u32),
-                Op::Jne32Imm => jmp!(r!(d) as u32 != imm as u32),
-                Op::Jne32Reg => jmp!(r!(d) as u32 != r!(s.src) as u32),
-                Op::Jgt32Imm => jmp!(r!(d) as u32 > imm as u32),
-                Op::Jgt32Reg => jmp!(r!(d) as u32 > r!(s.src) as u32),
-                Op::Jge32Imm => jmp!(r!(d) as u32 >= imm as u32),
-                Op::Jge32Reg => jmp!(r!(d) as u32 >= r!(s.src) as u32),
-                Op::Jlt32Imm => jmp!((r!(d) as u32) < imm as u32),
-                Op::Jlt32Reg => jmp!((r!(d) as u32) < r!(s.src) as u32),
-                Op::Jle32Imm => jmp!(r!(d) as u32 <= imm as u32),
-                Op::Jle32Reg => jmp!(r!(d) as u32 <= r!(s.src) as u32),
-                Op::Jset32Imm => jmp!(r!(d) as u32 & imm as u32 != 0),
-                Op::Jset32Reg => jmp!(r!(d) as u32 & r!(s.src) as u32 != 0),
-                Op::Jsgt32Imm => jmp!(r!(d) as i32 > imm as i32),
-                Op::Jsgt32Reg => jmp!(r!(d) as i32 > r!(s.src) as i32),
-                Op::Jsge32Imm => jmp!(r!(d) as i32 >= imm as i32),
-                Op::Jsge32Reg => jmp!(r!(d) as i32 >= r!(s.src) as i32),
-                Op::Jslt32Imm => jmp!((r!(d) as i32) < imm as i32),
-                Op::Jslt32Reg => jmp!((r!(d) as i32) < r!(s.src) as i32),
-                Op::Jsle32Imm => jmp!(r!(d) as i32 <= imm as i32),
-                Op::Jsle32Reg => jmp!(r!(d) as i32 <= r!(s.src) as i32),
-                Op::Call => helpers::call(self, imm as i32).map_err(fault)?,
+                Op::Ja => goto!(pc, s.off as u32 as usize),
+                Op::Jeq64Imm => jmp!(r!(s.dst) == s.imm),
+                Op::Jeq64Reg => jmp!(r!(s.dst) == r!(s.src)),
+                Op::Jne64Imm => jmp!(r!(s.dst) != s.imm),
+                Op::Jne64Reg => jmp!(r!(s.dst) != r!(s.src)),
+                Op::Jgt64Imm => jmp!(r!(s.dst) > s.imm),
+                Op::Jgt64Reg => jmp!(r!(s.dst) > r!(s.src)),
+                Op::Jge64Imm => jmp!(r!(s.dst) >= s.imm),
+                Op::Jge64Reg => jmp!(r!(s.dst) >= r!(s.src)),
+                Op::Jlt64Imm => jmp!(r!(s.dst) < s.imm),
+                Op::Jlt64Reg => jmp!(r!(s.dst) < r!(s.src)),
+                Op::Jle64Imm => jmp!(r!(s.dst) <= s.imm),
+                Op::Jle64Reg => jmp!(r!(s.dst) <= r!(s.src)),
+                Op::Jset64Imm => jmp!(r!(s.dst) & s.imm != 0),
+                Op::Jset64Reg => jmp!(r!(s.dst) & r!(s.src) != 0),
+                Op::Jsgt64Imm => jmp!((r!(s.dst) as i64) > s.imm as i64),
+                Op::Jsgt64Reg => jmp!((r!(s.dst) as i64) > r!(s.src) as i64),
+                Op::Jsge64Imm => jmp!((r!(s.dst) as i64) >= s.imm as i64),
+                Op::Jsge64Reg => jmp!((r!(s.dst) as i64) >= r!(s.src) as i64),
+                Op::Jslt64Imm => jmp!((r!(s.dst) as i64) < s.imm as i64),
+                Op::Jslt64Reg => jmp!((r!(s.dst) as i64) < r!(s.src) as i64),
+                Op::Jsle64Imm => jmp!((r!(s.dst) as i64) <= s.imm as i64),
+                Op::Jsle64Reg => jmp!((r!(s.dst) as i64) <= r!(s.src) as i64),
+                Op::Jeq32Imm => jmp!(r!(s.dst) as u32 == s.imm as u32),
+                Op::Jeq32Reg => jmp!(r!(s.dst) as u32 == r!(s.src) as u32),
+                Op::Jne32Imm => jmp!(r!(s.dst) as u32 != s.imm as u32),
+                Op::Jne32Reg => jmp!(r!(s.dst) as u32 != r!(s.src) as u32),
+                Op::Jgt32Imm => jmp!(r!(s.dst) as u32 > s.imm as u32),
+                Op::Jgt32Reg => jmp!(r!(s.dst) as u32 > r!(s.src) as u32),
+                Op::Jge32Imm => jmp!(r!(s.dst) as u32 >= s.imm as u32),
+                Op::Jge32Reg => jmp!(r!(s.dst) as u32 >= r!(s.src) as u32),
+                Op::Jlt32Imm => jmp!((r!(s.dst) as u32) < s.imm as u32),
+                Op::Jlt32Reg => jmp!((r!(s.dst) as u32) < r!(s.src) as u32),
+                Op::Jle32Imm => jmp!(r!(s.dst) as u32 <= s.imm as u32),
+                Op::Jle32Reg => jmp!(r!(s.dst) as u32 <= r!(s.src) as u32),
+                Op::Jset32Imm => jmp!(r!(s.dst) as u32 & s.imm as u32 != 0),
+                Op::Jset32Reg => jmp!(r!(s.dst) as u32 & r!(s.src) as u32 != 0),
+                Op::Jsgt32Imm => jmp!(r!(s.dst) as i32 > s.imm as i32),
+                Op::Jsgt32Reg => jmp!(r!(s.dst) as i32 > r!(s.src) as i32),
+                Op::Jsge32Imm => jmp!(r!(s.dst) as i32 >= s.imm as i32),
+                Op::Jsge32Reg => jmp!(r!(s.dst) as i32 >= r!(s.src) as i32),
+                Op::Jslt32Imm => jmp!((r!(s.dst) as i32) < s.imm as i32),
+                Op::Jslt32Reg => jmp!((r!(s.dst) as i32) < r!(s.src) as i32),
+                Op::Jsle32Imm => jmp!(r!(s.dst) as i32 <= s.imm as i32),
+                Op::Jsle32Reg => jmp!(r!(s.dst) as i32 <= r!(s.src) as i32),
+                Op::Call => then_next!(helpers::call(self, s.imm as i32).map_err(fault)?),
+                Op::MovAddJgt => {
+                    r!(s.dst) = r!(s.src).wrapping_add(s.imm);
+                    *count += 2;
+                    if r!(s.dst) > r!(s.aux) {
+                        goto!(pc + 2, s.off as u32 as usize)
+                    } else {
+                        pc + 3
+                    }
+                }
+                Op::AddJgt => {
+                    r!(s.dst) = r!(s.dst).wrapping_add(s.imm);
+                    *count += 1;
+                    if r!(s.dst) > r!(s.aux) {
+                        goto!(pc + 1, s.off as u32 as usize)
+                    } else {
+                        pc + 2
+                    }
+                }
+                Op::MovAdd | Op::MovRsh | Op::MovLsh | Op::MovAnd => {
+                    let v = r!(s.src);
+                    r!(s.dst) = match s.op {
+                        Op::MovAdd => v.wrapping_add(s.imm),
+                        Op::MovRsh => v >> (s.imm & 63),
+                        Op::MovLsh => v << (s.imm & 63),
+                        _ => v & s.imm,
+                    };
+                    *count += 1;
+                    pc + 2
+                }
+                Op::Ldx1Jne => ld_test!(1, !=),
+                Op::Ldx2Jne => ld_test!(2, !=),
+                Op::Ldx4Jne => ld_test!(4, !=),
+                Op::Ldx1Jeq => ld_test!(1, ==),
+                Op::Ldx2Jeq => ld_test!(2, ==),
+                Op::Ldx4Jeq => ld_test!(4, ==),
                 Op::CallLocal | Op::Exit | Op::Slow => {
                     let insn = prog.code.get(pc).copied().unwrap_or(Insn::LoadImm64Tail);
+                    // Calls can repeat without a backward jump (a function calling one that
+                    // calls another, each many times), so they check the budget too.
+                    if matches!(insn, Insn::CallLocal { .. }) && *count > budget {
+                        return Err(fault(FaultKind::Budget));
+                    }
                     match self.step(pc, insn)? {
-                        Step::Next(n) => next = n,
+                        Step::Next(n) => goto!(pc, n),
                         Step::Exit(r0) => return Ok(r0),
                     }
                 }
-            }
-            pc = next;
+            };
         }
     }
 
