@@ -111,9 +111,9 @@ fn every_corpus_program_agrees_with_the_kernel_on_1000_packets() {
         assert_eq!(p["packets"], 1000, "{p}");
         assert_eq!(p["mismatches"].as_array().unwrap().len(), 0, "{p}");
     }
-    if let Some(dir) = objs.first().and_then(|o| o.parent()) {
-        if dir.starts_with(std::env::temp_dir()) {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+    if let Some(dir) = objs.first().and_then(|o| o.parent())
+        && dir.starts_with(std::env::temp_dir())
+    {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -23,18 +23,31 @@
 //! # The context
 //!
 //! `struct xdp_md` is six u32 fields: `data` (0), `data_end` (4), `data_meta` (8),
-//! `ingress_ifindex` (12), `rx_queue_index` (16), `egress_ifindex` (20). The kernel rewrites
-//! 32-bit context loads at load time into loads of 64-bit pointers; here the rewrite happens
-//! when the load resolves to the context region: a 4-byte load of offset 0, 4 or 8 yields a
-//! full packet pointer, 12 and 16 the numbers. Other context accesses fault, including
-//! `egress_ifindex` (only devmap programs may read it) and every store.
+//! `ingress_ifindex` (12), `rx_queue_index` (16), `egress_ifindex` (20). As the kernel does,
+//! 32-bit context loads are rewritten at load time (the private `code` module): where the load-time
+//! pass sees that the base register holds the context (clang's code always), a load of
+//! `data`, `data_end` or `data_meta` becomes an op yielding the full packet pointer, and
+//! `ingress_ifindex`/`rx_queue_index` the numbers. A context pointer the pass cannot follow
+//! (spilled to the stack, passed to a subprogram) is resolved when the load runs, with the
+//! same result. Other context accesses fault, including `egress_ifindex` (only devmap
+//! programs may read it) and every store.
 //!
+//! # How it runs
+//!
+//! Verified instructions are compiled once into flat 16-byte slots, one dispatch each, with
+//! common clang sequences fused (the private `code` module); the [`Insn`] interpreter stays as the
+//! reference that tests and the fuzz target compare the compiled form with
+//! ([`Program::with_reference_interpreter`]). The stack is zero at every function entry
+//! without zeroing each frame: a run clears what it wrote on its way out.
+
 //! # Differences from the kernel that a program can observe
 //!
 //! The kernel proves at load time what this runtime checks at run time: a program the kernel
 //! would refuse (an unchecked packet read, a read of an uninitialised register or stack slot)
 //! loads here and faults (`XDP_ABORTED`) only if the bad access actually happens. The stack
-//! is zeroed on function entry; registers a call clobbers keep their values.
+//! is zero on function entry; registers a call clobbers keep their values. The instruction
+//! budget is checked at backward jumps and calls, so a run may pass it by one straight pass
+//! of code per frame before it faults.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
