@@ -72,34 +72,31 @@ fn neg(e: i64) -> u64 {
 pub(crate) fn call(vm: &mut Vm<'_>, helper: i32) -> Result<(), FaultKind> {
     let r = vm.regs;
     let r0 = match helper {
+        // The map is borrowed from the program (not cloned: an Arc clone is two atomic
+        // operations per call) and keys and values are read in place where they lie on
+        // the stack or in the packet.
         id::MAP_LOOKUP_ELEM => {
             let m = vm.map_arg(helper, 1)?;
-            let map = vm.prog.maps[m].clone();
-            let mut key = [0u8; 512];
-            let key = &mut key[..map.def().key_size as usize];
-            vm.read_bytes(r[2], key)?;
-            match map.prog_lookup(key, vm.cpu()) {
+            let (map, cpu) = (&vm.prog.maps[m], vm.cpu());
+            let ks = map.def().key_size as usize;
+            match vm.with_bytes(r[2], ks, |key| map.prog_lookup(key, cpu))? {
                 Some(slot) => Vm::value_ptr(m, slot),
                 None => 0,
             }
         }
         id::MAP_UPDATE_ELEM => {
             let m = vm.map_arg(helper, 1)?;
-            let map = vm.prog.maps[m].clone();
-            let mut key = [0u8; 512];
-            let key = &mut key[..map.def().key_size as usize];
-            vm.read_bytes(r[2], key)?;
-            let mut value = vec![0u8; map.def().value_size as usize];
-            vm.read_bytes(r[3], &mut value)?;
-            map.prog_update(key, &value, r[4], vm.cpu()) as u64
+            let (map, cpu) = (&vm.prog.maps[m], vm.cpu());
+            let (ks, vs) = (map.def().key_size as usize, map.def().value_size as usize);
+            vm.with_bytes(r[2], ks, |key| {
+                vm.with_bytes(r[3], vs, |value| map.prog_update(key, value, r[4], cpu))
+            })?? as u64
         }
         id::MAP_DELETE_ELEM => {
             let m = vm.map_arg(helper, 1)?;
-            let map = vm.prog.maps[m].clone();
-            let mut key = [0u8; 512];
-            let key = &mut key[..map.def().key_size as usize];
-            vm.read_bytes(r[2], key)?;
-            map.prog_delete(key) as u64
+            let map = &vm.prog.maps[m];
+            let ks = map.def().key_size as usize;
+            vm.with_bytes(r[2], ks, |key| map.prog_delete(key))? as u64
         }
         id::KTIME_GET_NS => {
             static START: OnceLock<Instant> = OnceLock::new();

@@ -375,7 +375,7 @@ impl Program {
             frames: [Frame::default(); MAX_CALL_FRAMES],
             insns: 0,
             may_goto: MAY_GOTO_LOOPS,
-            dirty: (usize::MAX, 0),
+            dirty: CLEAN_FRAMES,
         };
         let (r0, faulted) = if !vm.buf.consistent() {
             (
@@ -392,9 +392,10 @@ impl Program {
             }
         };
         // Every path out of a run comes here, so the stack is clean for the next one.
-        let (lo, hi) = vm.dirty;
-        if let Some(d) = vm.stack.get_mut(lo..hi) {
-            d.fill(0);
+        for (k, &lo) in vm.dirty.iter().enumerate() {
+            if let Some(d) = vm.stack.get_mut(lo..(k + 1) * STACK_SIZE) {
+                d.fill(0);
+            }
         }
         if faulted.is_some() {
             self.faults.fetch_add(1, Ordering::Relaxed);
@@ -427,12 +428,33 @@ enum Step {
     Exit(u64),
 }
 
-/// The little-endian number in `b` (1, 2, 4 or 8 bytes).
+/// The little-endian number in `b` (1, 2, 4 or 8 bytes; fixed-size copies, where a copy of
+/// a run-time length was a call to `memmove`).
 #[inline(always)]
 fn le(b: &[u8]) -> u64 {
-    let mut v = [0u8; 8];
-    v[..b.len()].copy_from_slice(b);
-    u64::from_le_bytes(v)
+    match *b {
+        [a] => u64::from(a),
+        [a, b] => u64::from(u16::from_le_bytes([a, b])),
+        [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
+        _ => b.iter().rev().fold(0, |v, &x| (v << 8) | u64::from(x)),
+    }
+}
+
+/// Stores the low `b.len()` bytes (1, 2, 4 or 8) of `v` little-endian.
+#[inline(always)]
+fn put_le(b: &mut [u8], v: u64) {
+    match b.len() {
+        1 => b[0] = v as u8,
+        2 => b.copy_from_slice(&(v as u16).to_le_bytes()),
+        4 => b.copy_from_slice(&(v as u32).to_le_bytes()),
+        8 => b.copy_from_slice(&v.to_le_bytes()),
+        n => {
+            for (i, x) in b.iter_mut().enumerate().take(n) {
+                *x = (v >> (8 * i)) as u8;
+            }
+        }
+    }
 }
 
 /// A resolved memory location.
@@ -454,9 +476,21 @@ pub(crate) struct Vm<'a> {
     frames: [Frame; MAX_CALL_FRAMES],
     insns: u64,
     may_goto: u64,
-    /// `[lo, hi)`: the stack bytes this run may have written (empty as `(MAX, 0)`).
-    dirty: (usize, usize),
+    /// Per frame `k`, the lowest stack offset this run wrote in it: `[dirty[k], (k + 1) *
+    /// STACK_SIZE)` may be dirty (frames are used from the top down, so this is tight).
+    dirty: [usize; MAX_CALL_FRAMES],
 }
+
+/// [`Vm::dirty`] of a clean stack: each frame's top.
+const CLEAN_FRAMES: [usize; MAX_CALL_FRAMES] = {
+    let mut d = [0; MAX_CALL_FRAMES];
+    let mut k = 0;
+    while k < MAX_CALL_FRAMES {
+        d[k] = (k + 1) * STACK_SIZE;
+        k += 1;
+    }
+    d
+};
 
 fn alu64(op: AluOp, a: u64, b: u64) -> u64 {
     match op {
@@ -572,6 +606,7 @@ fn sign_extend(v: u64, size: usize) -> u64 {
 
 impl Vm<'_> {
     /// Resolves `[addr, addr + size)` to one region, or faults.
+    #[inline]
     pub(crate) fn resolve(&self, addr: u64, size: usize, write: bool) -> Result<Loc, FaultKind> {
         let fault = FaultKind::Memory { addr, size, write };
         let kind = addr >> 60;
@@ -614,22 +649,16 @@ impl Vm<'_> {
 
     /// Loads `size` bytes (zero-extended).
     pub(crate) fn load(&self, addr: u64, size: usize) -> Result<u64, FaultKind> {
-        let bytes = |s: &[u8]| {
-            let mut b = [0u8; 8];
-            b[..size].copy_from_slice(s);
-            u64::from_le_bytes(b)
-        };
         Ok(match self.resolve(addr, size, false)? {
             Loc::Ctx(off) => self.ctx_load(off),
-            Loc::Pkt(o) => bytes(&self.buf.data[o..o + size]),
-            Loc::Stack(o) => bytes(&self.stack[o..o + size]),
+            Loc::Pkt(o) => le(&self.buf.data[o..o + size]),
+            Loc::Stack(o) => le(&self.stack[o..o + size]),
             Loc::Value { map, slot, off } => self.prog.maps[map].values().read(slot, off, size),
         })
     }
 
     /// Stores the low `size` bytes of `val`.
     pub(crate) fn store(&mut self, addr: u64, size: usize, val: u64) -> Result<(), FaultKind> {
-        let b = val.to_le_bytes();
         match self.resolve(addr, size, true)? {
             Loc::Ctx(_) => {
                 return Err(FaultKind::Memory {
@@ -638,16 +667,38 @@ impl Vm<'_> {
                     write: true,
                 });
             }
-            Loc::Pkt(o) => self.buf.data[o..o + size].copy_from_slice(&b[..size]),
+            Loc::Pkt(o) => put_le(&mut self.buf.data[o..o + size], val),
             Loc::Stack(o) => {
                 self.mark_dirty(o, size);
-                self.stack[o..o + size].copy_from_slice(&b[..size]);
+                put_le(&mut self.stack[o..o + size], val);
             }
             Loc::Value { map, slot, off } => {
                 self.prog.maps[map].values().write(slot, off, size, val)
             }
         }
         Ok(())
+    }
+
+    /// Runs `f` on `[addr, addr + len)` of program memory (one region): in place for the
+    /// packet and the stack, a copy for a map value.
+    pub(crate) fn with_bytes<R>(
+        &self,
+        addr: u64,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, FaultKind> {
+        if len == 0 {
+            return Ok(f(&[]));
+        }
+        match self.resolve(addr, len, false)? {
+            Loc::Pkt(o) => Ok(f(&self.buf.data[o..o + len])),
+            Loc::Stack(o) => Ok(f(&self.stack[o..o + len])),
+            Loc::Ctx(_) | Loc::Value { .. } => {
+                let mut v = vec![0; len];
+                self.read_bytes(addr, &mut v)?;
+                Ok(f(&v))
+            }
+        }
     }
 
     /// Copies `out.len()` bytes from program memory (one region).
@@ -711,19 +762,25 @@ impl Vm<'_> {
         }
     }
 
-    /// Records a write of `[o, o + n)` to the stack.
+    /// Records a write of `[o, o + n)` (`n >= 1`) to the stack, in each frame it touches.
     #[inline(always)]
     fn mark_dirty(&mut self, o: usize, n: usize) {
-        self.dirty = (self.dirty.0.min(o), self.dirty.1.max(o + n));
+        for k in [o / STACK_SIZE, (o + n - 1) / STACK_SIZE] {
+            if let Some(d) = self.dirty.get_mut(k) {
+                *d = (*d).min(o.max(k * STACK_SIZE));
+            }
+        }
     }
 
     /// Sets up the frame at `self.depth`, zeroed: the stack is zero at the start of a run,
     /// so only what an earlier call at this depth wrote needs clearing.
     fn enter_frame(&mut self) {
         let base = self.depth * STACK_SIZE;
-        let (lo, hi) = (self.dirty.0.max(base), self.dirty.1.min(base + STACK_SIZE));
-        if let Some(d) = self.stack.get_mut(lo..hi) {
-            d.fill(0);
+        if let Some(lo) = self.dirty.get_mut(self.depth) {
+            if let Some(d) = self.stack.get_mut(*lo..base + STACK_SIZE) {
+                d.fill(0);
+            }
+            *lo = base + STACK_SIZE;
         }
         self.regs[10] = ptr(KIND_STACK, 0, (base + STACK_SIZE) as u64);
     }
@@ -1119,11 +1176,8 @@ impl Vm<'_> {
             && o + N as u64 <= end
             && let Some(b) = self.stack.get_mut(o as usize..o as usize + N)
         {
-            self.dirty = (
-                self.dirty.0.min(o as usize),
-                self.dirty.1.max(o as usize + N),
-            );
             b.copy_from_slice(&bytes[..N]);
+            self.mark_dirty(o as usize, N);
             return Ok(());
         }
         self.store(addr, N, val)
