@@ -1,6 +1,6 @@
 //! ns per run of corpus programs on a 64-byte UDP frame, in the compiled form the driver
 //! runs and in the reference interpreter, without root (the kernel comparison is
-//! `hvnet bench xdp`).
+//! `hvnet bench xdp`); and inserts into a full LRU map.
 //!
 //! `cargo bench -p xdp --bench runtime`
 
@@ -64,5 +64,30 @@ fn runtime(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, runtime);
+/// Inserting new keys into a full LRU hash map of 65 536 entries: each insert evicts the
+/// least recently used entry, which must not cost a scan of the map.
+fn lru_full_insert(c: &mut Criterion) {
+    let def = xdp::MapDef {
+        name: "lru".into(),
+        kind: xdp::MapKind::LruHash,
+        key_size: 8,
+        value_size: 8,
+        max_entries: 65_536,
+        flags: 0,
+    };
+    let m = Map::new(def, 1).expect("map");
+    let mut k = 0u64;
+    for _ in 0..65_536 {
+        m.update(&k.to_le_bytes(), &k.to_le_bytes(), 0).unwrap();
+        k += 1;
+    }
+    c.bench_function("lru_full_insert", |b| {
+        b.iter(|| {
+            k += 1;
+            m.update(&k.to_le_bytes(), &k.to_le_bytes(), 0).unwrap();
+        })
+    });
+}
+
+criterion_group!(benches, runtime, lru_full_insert);
 criterion_main!(benches);

@@ -276,8 +276,74 @@ struct HashState {
     index: HashMap<Box<[u8]>, u32>,
     keys: Vec<Option<Box<[u8]>>>,
     free: Vec<u32>,
-    last_use: Vec<u64>,
-    clock: u64,
+    /// LRU maps: entries in use, most recently used first, as a list linked through
+    /// entry indices, so that a use and an eviction are O(1) (a scan for the oldest entry
+    /// made every insert into a full map cost its size).
+    lru: Option<LruList>,
+}
+
+/// A doubly linked list over entry indices.
+#[derive(Debug)]
+struct LruList {
+    prev: Vec<u32>,
+    next: Vec<u32>,
+    head: u32,
+    tail: u32,
+}
+
+const NIL: u32 = u32::MAX;
+
+impl LruList {
+    fn new(n: usize) -> LruList {
+        LruList {
+            prev: vec![NIL; n],
+            next: vec![NIL; n],
+            head: NIL,
+            tail: NIL,
+        }
+    }
+
+    fn unlink(&mut self, e: u32) {
+        let (p, n) = (self.prev[e as usize], self.next[e as usize]);
+        match p {
+            NIL => {
+                if self.head == e {
+                    self.head = n;
+                }
+            }
+            p => self.next[p as usize] = n,
+        }
+        match n {
+            NIL => {
+                if self.tail == e {
+                    self.tail = p;
+                }
+            }
+            n => self.prev[n as usize] = p,
+        }
+        self.prev[e as usize] = NIL;
+        self.next[e as usize] = NIL;
+    }
+
+    fn push_front(&mut self, e: u32) {
+        self.prev[e as usize] = NIL;
+        self.next[e as usize] = self.head;
+        if self.head != NIL {
+            self.prev[self.head as usize] = e;
+        }
+        self.head = e;
+        if self.tail == NIL {
+            self.tail = e;
+        }
+    }
+
+    /// Marks `e` (in the list) most recently used.
+    fn touch(&mut self, e: u32) {
+        if self.head != e {
+            self.unlink(e);
+            self.push_front(e);
+        }
+    }
 }
 
 /// A map instance, shared between the programs that use it and the control plane.
@@ -324,7 +390,7 @@ impl Map {
             Mutex::new(HashState {
                 keys: vec![None; def.max_entries as usize],
                 free: (0..def.max_entries).rev().collect(),
-                last_use: vec![0; def.max_entries as usize],
+                lru: (def.kind == MapKind::LruHash).then(|| LruList::new(def.max_entries as usize)),
                 ..HashState::default()
             })
         });
@@ -386,10 +452,8 @@ impl Map {
             Some(h) => {
                 let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
                 let e = *h.index.get(key)?;
-                if self.def.kind == MapKind::LruHash {
-                    h.clock += 1;
-                    let c = h.clock;
-                    h.last_use[e as usize] = c;
+                if let Some(l) = &mut h.lru {
+                    l.touch(e);
                 }
                 Some(e)
             }
@@ -416,13 +480,13 @@ impl Map {
             return Ok((i, false));
         };
         let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
-        h.clock += 1;
-        let clock = h.clock;
         if let Some(&e) = h.index.get(key) {
             if flags == BPF_NOEXIST {
                 return Err(-errno::EEXIST);
             }
-            h.last_use[e as usize] = clock;
+            if let Some(l) = &mut h.lru {
+                l.touch(e);
+            }
             return Ok((e, false));
         }
         if flags == BPF_EXIST {
@@ -430,22 +494,27 @@ impl Map {
         }
         let e = match h.free.pop() {
             Some(e) => e,
-            None if self.def.kind == MapKind::LruHash => {
-                let victim = (0..h.last_use.len())
-                    .filter(|&i| h.keys[i].is_some())
-                    .min_by_key(|&i| h.last_use[i])
-                    .ok_or(-errno::E2BIG)?;
-                if let Some(k) = h.keys[victim].take() {
+            None if h.lru.is_some() => {
+                let victim = h.lru.as_ref().map_or(NIL, |l| l.tail);
+                if victim == NIL {
+                    return Err(-errno::E2BIG);
+                }
+                if let Some(l) = &mut h.lru {
+                    l.unlink(victim);
+                }
+                if let Some(k) = h.keys[victim as usize].take() {
                     h.index.remove(&k);
                 }
-                victim as u32
+                victim
             }
             None => return Err(-errno::E2BIG),
         };
         let k: Box<[u8]> = key.into();
         h.keys[e as usize] = Some(k.clone());
         h.index.insert(k, e);
-        h.last_use[e as usize] = clock;
+        if let Some(l) = &mut h.lru {
+            l.push_front(e);
+        }
         Ok((e, true))
     }
 
@@ -488,6 +557,9 @@ impl Map {
         let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
         let e = h.index.remove(key).ok_or(MapError::Errno(errno::ENOENT))?;
         h.keys[e as usize] = None;
+        if let Some(l) = &mut h.lru {
+            l.unlink(e);
+        }
         h.free.push(e);
         Ok(())
     }
@@ -591,5 +663,78 @@ impl Map {
     /// Number of value slots (entries times CPUs for per-CPU maps).
     pub(crate) fn slots(&self) -> usize {
         self.values.slots()
+    }
+}
+
+#[cfg(test)]
+mod lru_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum LruOp {
+        Update(u8),
+        Use(u8),
+        Delete(u8),
+    }
+
+    fn op() -> impl Strategy<Value = LruOp> {
+        prop_oneof![
+            (0u8..12).prop_map(LruOp::Update),
+            (0u8..12).prop_map(LruOp::Use),
+            (0u8..12).prop_map(LruOp::Delete),
+        ]
+    }
+
+    proptest! {
+        /// The linked list evicts exactly what a plain most-recent-first list would.
+        #[test]
+        fn lru_matches_a_recency_list(ops in prop::collection::vec(op(), 1..200)) {
+            const CAP: usize = 5;
+            let m = Map::new(
+                MapDef {
+                    name: "lru".into(),
+                    kind: MapKind::LruHash,
+                    key_size: 1,
+                    value_size: 1,
+                    max_entries: CAP as u32,
+                    flags: 0,
+                },
+                1,
+            )
+            .unwrap();
+            let mut model: Vec<u8> = Vec::new(); // most recent first
+            for op in ops {
+                match op {
+                    LruOp::Update(k) => {
+                        prop_assert_eq!(m.prog_update(&[k], &[k], BPF_ANY, 0), 0);
+                        model.retain(|&x| x != k);
+                        if model.len() == CAP {
+                            model.pop();
+                        }
+                        model.insert(0, k);
+                    }
+                    LruOp::Use(k) => {
+                        let found = m.prog_lookup(&[k], 0).is_some();
+                        prop_assert_eq!(found, model.contains(&k));
+                        if found {
+                            model.retain(|&x| x != k);
+                            model.insert(0, k);
+                        }
+                    }
+                    LruOp::Delete(k) => {
+                        let r = m.prog_delete(&[k]);
+                        prop_assert_eq!(r == 0, model.contains(&k));
+                        model.retain(|&x| x != k);
+                    }
+                }
+                let mut keys: Vec<u8> = m.keys().into_iter().map(|k| k[0]).collect();
+                keys.sort_unstable();
+                let mut want = model.clone();
+                want.sort_unstable();
+                prop_assert_eq!(keys, want);
+            }
+        }
     }
 }
