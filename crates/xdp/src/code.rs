@@ -389,7 +389,8 @@ fn fuse(code: &[Insn], slots: &mut [Slot]) {
     }
 }
 
-fn translate(code: &[Insn], fast: bool) -> Vec<Slot> {
+/// One slot per instruction, unfused (what the JIT compiles).
+pub(crate) fn translate(code: &[Insn], fast: bool) -> Vec<Slot> {
     let ctx = if fast {
         ctx_registers(code)
     } else {

@@ -256,6 +256,9 @@ pub struct Program {
     code: Vec<Insn>,
     /// The compiled form the interpreter runs.
     slots: Vec<Slot>,
+    /// Machine code, when the JIT took the program.
+    #[cfg(target_arch = "x86_64")]
+    jit: Option<crate::jit::JitCode>,
     pub(crate) maps: Vec<Arc<Map>>,
     budget: u64,
     runs: AtomicU64,
@@ -280,6 +283,10 @@ impl Program {
     pub fn load(insns: &[RawInsn], maps: Vec<Arc<Map>>) -> Result<Program, LoadError> {
         let code = verifier::verify(insns, &maps)?;
         Ok(Program {
+            #[cfg(target_arch = "x86_64")]
+            jit: jit_enabled()
+                .then(|| crate::jit::compile(&code, &code::translate(&code, true)))
+                .flatten(),
             slots: code::compile(&code, true),
             code,
             maps,
@@ -315,7 +322,30 @@ impl Program {
     /// form (slower): for tests that check the two agree.
     pub fn with_reference_interpreter(mut self) -> Program {
         self.slots = code::compile(&self.code, false);
+        self.without_jit()
+    }
+
+    /// Runs the program in the interpreter even where the JIT took it: for tests that check
+    /// the two agree, and for comparisons.
+    pub fn without_jit(mut self) -> Program {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.jit = None;
+        }
         self
+    }
+
+    /// Whether runs execute machine code from the JIT (x86-64, no BPF-to-BPF calls or
+    /// `may_goto`, and `HVNET_XDP_JIT` not `0`).
+    pub fn is_jitted(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.jit.is_some()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
     }
 
     /// Sends `bpf_trace_printk` output to `sink` (dropped when none is set).
@@ -386,7 +416,7 @@ impl Program {
                 }),
             )
         } else {
-            match vm.execute() {
+            match self.execute(&mut vm) {
                 Ok(r0) => (r0, None),
                 Err(f) => (0, Some(f)),
             }
@@ -413,6 +443,24 @@ impl Program {
     }
 }
 
+/// Whether to use the JIT: unless `HVNET_XDP_JIT` is `0` or `off`.
+#[cfg(target_arch = "x86_64")]
+fn jit_enabled() -> bool {
+    !matches!(std::env::var("HVNET_XDP_JIT").as_deref(), Ok("0" | "off"))
+}
+
+impl Program {
+    fn execute(&self, vm: &mut Vm<'_>) -> Result<u64, Fault> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(j) = &self.jit {
+            vm.regs[1] = ptr(KIND_CTX, 0, 0);
+            vm.enter_frame();
+            return crate::jit::run(j, vm);
+        }
+        vm.execute()
+    }
+}
+
 /// The memory of all stack frames of one run.
 type StackMem = [u8; STACK_SIZE * MAX_CALL_FRAMES];
 
@@ -420,6 +468,17 @@ type StackMem = [u8; STACK_SIZE * MAX_CALL_FRAMES];
 struct Frame {
     ret_pc: usize,
     saved: [u64; 4],
+}
+
+/// What the JIT must know after `Vm::step_at`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) enum StepKind {
+    /// A helper that moves the packet ran.
+    Helper,
+    /// A BPF-to-BPF call entered the function at this slot.
+    Enter(usize),
+    /// Anything else.
+    Other,
 }
 
 /// What follows an instruction in the reference interpreter.
@@ -1402,6 +1461,84 @@ impl Vm<'_> {
             return Err(FaultKind::HelperArg { helper, arg });
         }
         Ok(())
+    }
+
+    /// Runs slot `pc` in the reference interpreter for the JIT's out-of-line paths; says
+    /// whether it was a helper call (which may have moved the packet) or a BPF-to-BPF call
+    /// (and its target), whose control flow the JIT then takes natively.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn step_at(&mut self, pc: usize) -> Result<StepKind, Fault> {
+        let insn = self
+            .prog
+            .code
+            .get(pc)
+            .copied()
+            .unwrap_or(Insn::LoadImm64Tail);
+        let next = self.step(pc, insn)?;
+        Ok(match (insn, next) {
+            // Only these move the packet.
+            (
+                Insn::Call {
+                    id:
+                        helpers::id::XDP_ADJUST_HEAD
+                        | helpers::id::XDP_ADJUST_META
+                        | helpers::id::XDP_ADJUST_TAIL,
+                },
+                _,
+            ) => StepKind::Helper,
+            (Insn::CallLocal { .. }, Step::Next(t)) => StepKind::Enter(t),
+            _ => StepKind::Other,
+        })
+    }
+
+    /// Marks `[o, STACK_SIZE)` of the current frame as possibly written.
+    pub(crate) fn mark_frame_dirty(&mut self, o: usize) {
+        if o < STACK_SIZE {
+            self.mark_dirty(self.depth * STACK_SIZE + o, 1);
+        }
+    }
+
+    /// The register file (the JIT spills into it around calls into the interpreter).
+    pub(crate) fn regs_host(&mut self) -> *mut u64 {
+        self.regs.as_mut_ptr()
+    }
+
+    /// `[lo, end)`: the packet's accessible bytes as offsets into the buffer.
+    pub(crate) fn packet_bounds(&self) -> (usize, usize) {
+        (self.buf.lo(), self.buf.data_end())
+    }
+
+    /// Host address of buffer offset `lo`.
+    pub(crate) fn packet_host(&mut self, lo: usize) -> *mut u8 {
+        self.buf.data.as_mut_ptr().wrapping_add(lo)
+    }
+
+    /// Host address of the stack.
+    pub(crate) fn stack_host(&mut self) -> *mut u8 {
+        self.stack.as_mut_ptr()
+    }
+
+    /// What the context's five readable fields load as.
+    pub(crate) fn ctx_fields(&self) -> [u64; 5] {
+        [
+            self.ctx_load(0),
+            self.ctx_load(4),
+            self.ctx_load(8),
+            self.ctx_load(12),
+            self.ctx_load(16),
+        ]
+    }
+
+    /// The run's instruction budget.
+    pub(crate) fn budget(&self) -> u64 {
+        self.prog.budget
+    }
+
+    /// Records what a JIT run did: its instruction count and the lowest stack offset its
+    /// direct stores may have written.
+    pub(crate) fn finish_jit_run(&mut self, count: u64, stack_lo: usize) {
+        self.insns = count;
+        self.dirty[0] = self.dirty[0].min(stack_lo);
     }
 
     /// The per-CPU random state index.

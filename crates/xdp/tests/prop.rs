@@ -181,28 +181,33 @@ fn seeded_program() -> impl Strategy<Value = Vec<RawInsn>> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
     #[test]
-    fn compiled_form_matches_reference_on_computation(prog in seeded_program(), cpu in 0u32..4) {
-        let (fast, slow) = match (Program::load(&prog, vec![]), Program::load(&prog, vec![])) {
-            (Ok(f), Ok(s)) => (f, s.with_reference_interpreter()),
+    fn jit_and_interpreter_match_reference_on_computation(prog in seeded_program(), cpu in 0u32..4) {
+        let load = || Program::load(&prog, vec![]);
+        if let Err(e) = load() {
             // Constant shifts out of range and constant division by zero are refused.
-            (Err(e), _) => {
-                prop_assert!(
-                    matches!(e, xdp::LoadError::Verify(ref v) if matches!(v.kind, xdp::VerifyErrorKind::Decode(_))),
-                    "{}", e
-                );
-                return Ok(());
-            }
-            (_, Err(e)) => return Err(TestCaseError::fail(e.to_string())),
-        };
+            prop_assert!(
+                matches!(e, xdp::LoadError::Verify(ref v) if matches!(v.kind, xdp::VerifyErrorKind::Decode(_))),
+                "{}", e
+            );
+            return Ok(());
+        }
+        let ok = |p: Result<Program, xdp::LoadError>| p.map_err(|e| TestCaseError::fail(e.to_string()));
+        // The JIT where it applies, the compiled interpreter, the reference interpreter.
+        let forms = [ok(load())?, ok(load())?.without_jit(), ok(load())?.with_reference_interpreter()];
         let frame = [0x5au8; 64];
-        let (mut bf, mut bs) = (XdpBuffer::new(&frame), XdpBuffer::new(&frame));
-        let (rf, rs) = (fast.run(&mut bf, cpu), slow.run(&mut bs, cpu));
-        prop_assert_eq!(rf, rs);
-        prop_assert_eq!(&bf, &bs);
+        let outs: Vec<_> = forms
+            .iter()
+            .map(|p| {
+                let mut b = XdpBuffer::new(&frame);
+                (p.run(&mut b, cpu), b)
+            })
+            .collect();
+        prop_assert_eq!(&outs[0], &outs[2]);
+        prop_assert_eq!(&outs[1], &outs[2]);
     }
 
     #[test]
-    fn compiled_form_matches_reference_interpreter(
+    fn jit_and_interpreter_match_reference_interpreter(
         body in prop::collection::vec(insn(), 1..40),
         frame in prop::collection::vec(any::<u8>(), 0..128),
         cpu in 0u32..4,
@@ -223,22 +228,30 @@ proptest! {
             })
             .collect();
         prog.push(RawInsn::new(0x95, 0, 0, 0, 0));
-        if let (Ok(fast), Ok(slow)) = (Program::load(&prog, maps()), Program::load(&prog, maps())) {
-            let (fast, slow) = (fast.with_budget(10_000), slow.with_budget(10_000).with_reference_interpreter());
+        let load = || Program::load(&prog, maps()).map(|p| p.with_budget(10_000));
+        if let (Ok(jit), Ok(interp), Ok(reference)) = (load(), load(), load()) {
+            let forms = [jit, interp.without_jit(), reference.with_reference_interpreter()];
             // Twice each: the second run sees what the first left in maps and stack.
             for _ in 0..2 {
-                let (mut bf, mut bs) = (XdpBuffer::new(&frame), XdpBuffer::new(&frame));
-                let (rf, rs) = (fast.run(&mut bf, cpu), slow.run(&mut bs, cpu));
-                prop_assert_eq!(rf, rs);
-                prop_assert_eq!(&bf, &bs);
+                let outs: Vec<_> = forms
+                    .iter()
+                    .map(|p| {
+                        let mut b = XdpBuffer::new(&frame);
+                        (p.run(&mut b, cpu), b)
+                    })
+                    .collect();
+                prop_assert_eq!(&outs[0], &outs[2]);
+                prop_assert_eq!(&outs[1], &outs[2]);
             }
-            for (mf, ms) in fast.maps().iter().zip(slow.maps()) {
-                let dump = |m: &xdp::Map| -> Vec<(Vec<u8>, Vec<u8>)> {
-                    let mut keys = m.keys();
-                    keys.sort();
-                    keys.into_iter().map(|k| { let v = m.lookup(&k).unwrap_or_default(); (k, v) }).collect()
-                };
-                prop_assert_eq!(dump(mf), dump(ms));
+            let dump = |m: &xdp::Map| -> Vec<(Vec<u8>, Vec<u8>)> {
+                let mut keys = m.keys();
+                keys.sort();
+                keys.into_iter().map(|k| { let v = m.lookup(&k).unwrap_or_default(); (k, v) }).collect()
+            };
+            for form in &forms[..2] {
+                for (m, r) in form.maps().iter().zip(forms[2].maps()) {
+                    prop_assert_eq!(dump(m), dump(r));
+                }
             }
         }
     }

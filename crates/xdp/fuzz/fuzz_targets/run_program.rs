@@ -1,6 +1,7 @@
 //! Arbitrary bytes as a program and a packet: loading never panics, and a loaded program
 //! runs to an action or a fault (`XDP_ABORTED`) within its budget, leaving the buffer
-//! consistent, and the compiled form gives exactly what the reference interpreter gives.
+//! consistent, and the JIT and the compiled interpreter give exactly what the reference
+//! interpreter gives.
 #![no_main]
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
         map(MapKind::LruHash, 2),
     ];
     let maps2 = maps.iter().map(|m| map(m.def().kind, m.def().key_size)).collect();
+    let maps3 = maps.iter().map(|m| map(m.def().kind, m.def().key_size)).collect();
     let Ok(prog) = Program::load_bytes(code, maps) else {
         return;
     };
@@ -45,12 +47,17 @@ fuzz_target!(|data: &[u8]| {
         .expect("loads like the first")
         .with_budget(20_000)
         .with_reference_interpreter();
+    let interp = Program::load_bytes(code, maps3)
+        .expect("loads like the first")
+        .with_budget(20_000)
+        .without_jit();
     let prog = prog.with_budget(20_000);
     let mut buf = XdpBuffer::new(packet);
     if flags & 1 != 0 {
         buf.meta_len = Some(0);
     }
     let mut buf2 = buf.clone();
+    let mut buf3 = buf.clone();
     let r = prog.run(&mut buf, u32::from(flags >> 1) % 2);
     // The clock differs between two runs; everything else must not.
     let reads_clock = code
@@ -60,6 +67,9 @@ fuzz_target!(|data: &[u8]| {
         let r2 = reference.run(&mut buf2, u32::from(flags >> 1) % 2);
         assert_eq!(r, r2);
         assert_eq!(buf, buf2);
+        let r3 = interp.run(&mut buf3, u32::from(flags >> 1) % 2);
+        assert_eq!(r3, r2);
+        assert_eq!(buf3, buf2);
     }
     // The budget is checked at backward jumps and calls: past it, at most one straight pass
     // per frame.
