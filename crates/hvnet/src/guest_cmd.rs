@@ -313,6 +313,7 @@ fn xdp_status(control: &netvsc::GuestControl) -> Value {
         "attached": true,
         "program": a.label,
         "instructions": a.program.len(),
+        "runtime": crate::xdp_cmd::runtime_name(&a.program),
         "maps": maps,
         "verdicts": {
             "pass": g(&a.pass), "drop": g(&a.drop), "tx": g(&a.tx),

@@ -142,9 +142,10 @@ pub fn run(args: XdpArgs) -> Result<i32> {
                     return "no XDP program attached".into();
                 }
                 let mut out = format!(
-                    "program: {}\ninstructions: {}\nruns: {} (faults {})\nverdicts:",
+                    "program: {}\ninstructions: {} ({})\nruns: {} (faults {})\nverdicts:",
                     r["program"].as_str().unwrap_or("?"),
                     r["instructions"],
+                    r["runtime"].as_str().unwrap_or("?"),
                     r["runs"],
                     r["faults"]
                 );
@@ -243,6 +244,8 @@ pub struct TestOutput {
     pub maps: Vec<(String, Entries)>,
     /// Mean time per run.
     pub ns_per_run: u64,
+    /// `"jit"` or `"interpreter"`: what ran the program.
+    pub runtime: &'static str,
 }
 
 /// Runs `prog` `repeat` times on a fresh copy of `packet` and collects the outcome.
@@ -286,6 +289,7 @@ pub fn run_test(prog: &Program, map_names: &[String], packet: &[u8], repeat: u32
         data_out,
         maps,
         ns_per_run: (total.as_nanos() / u128::from(repeat)) as u64,
+        runtime: runtime_name(prog),
     }
 }
 
@@ -321,9 +325,18 @@ pub fn verdict_name(action: u32) -> String {
     }
 }
 
+/// What runs `prog`: `"jit"` or `"interpreter"`.
+pub(crate) fn runtime_name(prog: &Program) -> &'static str {
+    if prog.is_jitted() {
+        "jit"
+    } else {
+        "interpreter"
+    }
+}
+
 impl TestOutput {
-    /// The JSON form: `retval`, `verdict`, `data_out`, `maps`, `ns_per_run` (and `fault`
-    /// when the run faulted).
+    /// The JSON form: `retval`, `verdict`, `data_out`, `maps`, `ns_per_run`, `insns` (of
+    /// the last run), `runtime` (and `fault` when the run faulted).
     pub fn to_json(&self) -> Value {
         let maps: serde_json::Map<String, Value> = self
             .maps
@@ -342,6 +355,8 @@ impl TestOutput {
             "data_out": hex(&self.data_out),
             "maps": maps,
             "ns_per_run": self.ns_per_run,
+            "insns": self.result.insns,
+            "runtime": self.runtime,
         });
         if let Some(f) = &self.result.faulted {
             o["fault"] = Value::String(f.to_string());
@@ -371,7 +386,11 @@ impl TestOutput {
                 let _ = writeln!(s, "  key {}  value {}", spaced_hex(k), spaced_hex(v));
             }
         }
-        let _ = writeln!(s, "time: {} ns per run", self.ns_per_run);
+        let _ = writeln!(
+            s,
+            "time: {} ns per run ({}, {} instructions)",
+            self.ns_per_run, self.runtime, self.result.insns
+        );
         s
     }
 }

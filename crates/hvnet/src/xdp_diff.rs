@@ -158,14 +158,38 @@ fn compare(
     })
 }
 
-/// For each object: its file name and the mean ns per run in our runtime and in the
-/// kernel's (see [`timing`]). For `hvnet bench xdp`.
-pub fn timings(objects: &[PathBuf]) -> Result<Vec<(String, f64, f64)>> {
+/// One program's time per run in each runtime.
+pub struct Timing {
+    /// Object file name.
+    pub name: String,
+    /// `"jit"` or `"interpreter"`: what runs it by default.
+    pub runtime: &'static str,
+    /// ns per run as it runs by default.
+    pub ours_ns: f64,
+    /// ns per run in the interpreter.
+    pub interpreter_ns: f64,
+    /// ns per run in the kernel (JITed).
+    pub kernel_ns: f64,
+}
+
+/// For each object, ns per run in our runtime (as it runs by default, and in the
+/// interpreter) and in the kernel's (see [`timing`]). For `hvnet bench xdp`.
+pub fn timings(objects: &[PathBuf]) -> Result<Vec<Timing>> {
     let mut out = Vec::new();
     for path in objects {
         let (name, ours, kernel) = load_both(path)?;
-        let (o, k) = timing(&ours, &kernel)?;
-        out.push((name, o, k));
+        let runtime = crate::xdp_cmd::runtime_name(&ours);
+        let (ours_ns, kernel_ns) = timing(&ours, &kernel)?;
+        // A fresh load for the interpreter, so both start from the same maps.
+        let (_, fresh, kernel2) = load_both(path)?;
+        let (interpreter_ns, _) = timing(&fresh.without_jit(), &kernel2)?;
+        out.push(Timing {
+            name,
+            runtime,
+            ours_ns,
+            interpreter_ns,
+            kernel_ns,
+        });
     }
     Ok(out)
 }
