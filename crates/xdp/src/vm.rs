@@ -35,11 +35,13 @@
 //! # How it runs
 //!
 //! Verified instructions are compiled once into flat 16-byte slots, one dispatch each, with
-//! common clang sequences fused (the private `code` module); the [`Insn`] interpreter stays as the
-//! reference that tests and the fuzz target compare the compiled form with
-//! ([`Program::with_reference_interpreter`]). The stack is zero at every function entry
+//! common clang sequences fused (the private `code` module), and on x86-64 into machine code
+//! (the private `jit` module, same memory model, rare instructions handed back to the
+//! interpreter). The [`Insn`] interpreter stays as the reference that tests and the fuzz
+//! target compare both with ([`Program::with_reference_interpreter`],
+//! [`Program::without_jit`]). The stack is zero at every function entry
 //! without zeroing each frame: a run clears what it wrote on its way out.
-
+//!
 //! # Differences from the kernel that a program can observe
 //!
 //! The kernel proves at load time what this runtime checks at run time: a program the kernel
