@@ -388,3 +388,51 @@ fn stack_is_zero_at_every_entry() {
         assert_eq!((r.faulted, r.r0), (None, 0));
     }
 }
+
+/// The same hostile programs as above, checked to run as machine code: the JIT's inline
+/// checks contain them as the interpreter does.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn hostile_programs_under_the_jit_abort() {
+    use xdp::helpers::id;
+    let hostile = [
+        // Endless loop.
+        Asm::new().mov64_imm(0, 2).ja(-1).exit(),
+        // One byte past data_end, unchecked.
+        Asm::new()
+            .ldx(size::W, 2, 1, 4)
+            .ldx(size::B, 0, 2, 0)
+            .exit(),
+        // A forged packet pointer far past the page.
+        Asm::new()
+            .lddw(2, 0x2000_0000_0001_0000)
+            .ldx(size::DW, 0, 2, 0)
+            .exit(),
+        // A number that is not a pointer at all (host-looking address), written to.
+        Asm::new()
+            .lddw(2, 0x7fff_ffff_f000)
+            .st(size::DW, 2, 0, 1)
+            .ret(2),
+        // Out of the stack frame through a derived pointer.
+        Asm::new()
+            .mov64_reg(2, 10)
+            .alu64_imm(alu::ADD, 2, 8)
+            .ldx(size::DW, 0, 2, 0)
+            .exit(),
+        // A bad map pointer to a helper.
+        Asm::new()
+            .mov64_imm(1, 7)
+            .mov64_reg(2, 10)
+            .alu64_imm(alu::ADD, 2, -8)
+            .call(id::MAP_LOOKUP_ELEM)
+            .exit(),
+    ];
+    for (i, a) in hostile.into_iter().enumerate() {
+        let p = load(a, vec![]);
+        assert!(p.is_jitted(), "program {i} not JITed");
+        let r = p.run(&mut XdpBuffer::new(&udp_frame(1)), 0);
+        assert_eq!(r.action, XDP_ABORTED, "program {i}: {r:?}");
+        assert!(r.faulted.is_some(), "program {i}");
+        assert_eq!(p.stats().faults, 1, "program {i}");
+    }
+}
