@@ -265,6 +265,59 @@ fn jump_op(width: Width, cond: Cond, reg: bool) -> Op {
     ops[usize::from(width == Width::W32) * 2 + usize::from(reg)]
 }
 
+const ALU_OPS: [AluOp; 14] = [
+    AluOp::Add,
+    AluOp::Sub,
+    AluOp::Mul,
+    AluOp::Div,
+    AluOp::SDiv,
+    AluOp::Mod,
+    AluOp::SMod,
+    AluOp::Or,
+    AluOp::And,
+    AluOp::Xor,
+    AluOp::Lsh,
+    AluOp::Rsh,
+    AluOp::Arsh,
+    AluOp::Mov,
+];
+
+const CONDS: [Cond; 11] = [
+    Cond::Eq,
+    Cond::Ne,
+    Cond::Gt,
+    Cond::Ge,
+    Cond::Lt,
+    Cond::Le,
+    Cond::Set,
+    Cond::Sgt,
+    Cond::Sge,
+    Cond::Slt,
+    Cond::Sle,
+];
+
+/// The (operation, width, register operand) an ALU op was made from, if it is one.
+pub(crate) fn alu_parts(op: Op) -> Option<(AluOp, Width, bool)> {
+    ALU_OPS.into_iter().find_map(|a| {
+        [Width::W64, Width::W32]
+            .into_iter()
+            .flat_map(|w| [(w, false), (w, true)])
+            .find(|&(w, reg)| alu_op(w, a, reg) == op)
+            .map(|(w, reg)| (a, w, reg))
+    })
+}
+
+/// The (condition, width, register operand) a conditional jump was made from, if it is one.
+pub(crate) fn jump_parts(op: Op) -> Option<(Cond, Width, bool)> {
+    CONDS.into_iter().find_map(|c| {
+        [Width::W64, Width::W32]
+            .into_iter()
+            .flat_map(|w| [(w, false), (w, true)])
+            .find(|&(w, reg)| jump_op(w, c, reg) == op)
+            .map(|(w, reg)| (c, w, reg))
+    })
+}
+
 fn sized(size: Size, ops: [Op; 4]) -> Op {
     ops[match size {
         Size::B => 0,

@@ -553,6 +553,7 @@ const CLEAN_FRAMES: [usize; MAX_CALL_FRAMES] = {
     d
 };
 
+#[inline(always)]
 fn alu64(op: AluOp, a: u64, b: u64) -> u64 {
     match op {
         AluOp::Add => a.wrapping_add(b),
@@ -590,6 +591,7 @@ fn alu64(op: AluOp, a: u64, b: u64) -> u64 {
     }
 }
 
+#[inline(always)]
 fn alu32(op: AluOp, a: u32, b: u32) -> u32 {
     match op {
         AluOp::Add => a.wrapping_add(b),
@@ -927,6 +929,12 @@ impl Vm<'_> {
                     }
                 }};
             }
+            // A 32-bit ALU op on dst and an operand: the result zero-extended.
+            macro_rules! alu32 {
+                ($op:expr, $b:expr) => {
+                    then_next!(r!(s.dst) = u64::from(alu32($op, r!(s.dst) as u32, $b as u32)))
+                };
+            }
             // An instruction that goes on to the next slot.
             macro_rules! then_next {
                 ($e:expr) => {{
@@ -972,100 +980,32 @@ impl Vm<'_> {
                 }
                 Op::Mov64Imm => then_next!(r!(s.dst) = s.imm),
                 Op::Mov64Reg => then_next!(r!(s.dst) = r!(s.src)),
-                Op::Add32Imm => {
-                    then_next!(r!(s.dst) = u64::from((r!(s.dst) as u32).wrapping_add(s.imm as u32)))
-                }
-                Op::Add32Reg => {
-                    then_next!(
-                        r!(s.dst) = u64::from((r!(s.dst) as u32).wrapping_add(r!(s.src) as u32))
-                    )
-                }
-                Op::Sub32Imm => {
-                    then_next!(r!(s.dst) = u64::from((r!(s.dst) as u32).wrapping_sub(s.imm as u32)))
-                }
-                Op::Sub32Reg => {
-                    then_next!(
-                        r!(s.dst) = u64::from((r!(s.dst) as u32).wrapping_sub(r!(s.src) as u32))
-                    )
-                }
-                Op::Mul32Imm => {
-                    then_next!(r!(s.dst) = u64::from((r!(s.dst) as u32).wrapping_mul(s.imm as u32)))
-                }
-                Op::Mul32Reg => {
-                    then_next!(
-                        r!(s.dst) = u64::from((r!(s.dst) as u32).wrapping_mul(r!(s.src) as u32))
-                    )
-                }
-                Op::Div32Imm => {
-                    then_next!(
-                        r!(s.dst) = u64::from(alu32(AluOp::Div, r!(s.dst) as u32, s.imm as u32))
-                    )
-                }
-                Op::Div32Reg => {
-                    then_next!(
-                        r!(s.dst) =
-                            u64::from(alu32(AluOp::Div, r!(s.dst) as u32, r!(s.src) as u32))
-                    )
-                }
-                Op::SDiv32Imm => {
-                    then_next!(
-                        r!(s.dst) = u64::from(alu32(AluOp::SDiv, r!(s.dst) as u32, s.imm as u32))
-                    )
-                }
-                Op::SDiv32Reg => then_next!(
-                    r!(s.dst) = u64::from(alu32(AluOp::SDiv, r!(s.dst) as u32, r!(s.src) as u32))
-                ),
-                Op::Mod32Imm => {
-                    then_next!(
-                        r!(s.dst) = u64::from(alu32(AluOp::Mod, r!(s.dst) as u32, s.imm as u32))
-                    )
-                }
-                Op::Mod32Reg => {
-                    then_next!(
-                        r!(s.dst) =
-                            u64::from(alu32(AluOp::Mod, r!(s.dst) as u32, r!(s.src) as u32))
-                    )
-                }
-                Op::SMod32Imm => {
-                    then_next!(
-                        r!(s.dst) = u64::from(alu32(AluOp::SMod, r!(s.dst) as u32, s.imm as u32))
-                    )
-                }
-                Op::SMod32Reg => then_next!(
-                    r!(s.dst) = u64::from(alu32(AluOp::SMod, r!(s.dst) as u32, r!(s.src) as u32))
-                ),
-                Op::Or32Imm => then_next!(r!(s.dst) = u64::from(r!(s.dst) as u32 | s.imm as u32)),
-                Op::Or32Reg => {
-                    then_next!(r!(s.dst) = u64::from(r!(s.dst) as u32 | r!(s.src) as u32))
-                }
-                Op::And32Imm => then_next!(r!(s.dst) = u64::from(r!(s.dst) as u32 & s.imm as u32)),
-                Op::And32Reg => {
-                    then_next!(r!(s.dst) = u64::from(r!(s.dst) as u32 & r!(s.src) as u32))
-                }
-                Op::Xor32Imm => then_next!(r!(s.dst) = u64::from(r!(s.dst) as u32 ^ s.imm as u32)),
-                Op::Xor32Reg => {
-                    then_next!(r!(s.dst) = u64::from(r!(s.dst) as u32 ^ r!(s.src) as u32))
-                }
-                Op::Lsh32Imm => {
-                    then_next!(r!(s.dst) = u64::from((r!(s.dst) as u32) << (s.imm & 31)))
-                }
-                Op::Lsh32Reg => {
-                    then_next!(r!(s.dst) = u64::from((r!(s.dst) as u32) << (r!(s.src) & 31)))
-                }
-                Op::Rsh32Imm => {
-                    then_next!(r!(s.dst) = u64::from((r!(s.dst) as u32) >> (s.imm & 31)))
-                }
-                Op::Rsh32Reg => {
-                    then_next!(r!(s.dst) = u64::from((r!(s.dst) as u32) >> (r!(s.src) & 31)))
-                }
-                Op::Arsh32Imm => {
-                    then_next!(r!(s.dst) = u64::from(((r!(s.dst) as i32) >> (s.imm & 31)) as u32))
-                }
-                Op::Arsh32Reg => {
-                    then_next!(
-                        r!(s.dst) = u64::from(((r!(s.dst) as i32) >> (r!(s.src) & 31)) as u32)
-                    )
-                }
+                Op::Add32Imm => alu32!(AluOp::Add, s.imm),
+                Op::Add32Reg => alu32!(AluOp::Add, r!(s.src)),
+                Op::Sub32Imm => alu32!(AluOp::Sub, s.imm),
+                Op::Sub32Reg => alu32!(AluOp::Sub, r!(s.src)),
+                Op::Mul32Imm => alu32!(AluOp::Mul, s.imm),
+                Op::Mul32Reg => alu32!(AluOp::Mul, r!(s.src)),
+                Op::Div32Imm => alu32!(AluOp::Div, s.imm),
+                Op::Div32Reg => alu32!(AluOp::Div, r!(s.src)),
+                Op::SDiv32Imm => alu32!(AluOp::SDiv, s.imm),
+                Op::SDiv32Reg => alu32!(AluOp::SDiv, r!(s.src)),
+                Op::Mod32Imm => alu32!(AluOp::Mod, s.imm),
+                Op::Mod32Reg => alu32!(AluOp::Mod, r!(s.src)),
+                Op::SMod32Imm => alu32!(AluOp::SMod, s.imm),
+                Op::SMod32Reg => alu32!(AluOp::SMod, r!(s.src)),
+                Op::Or32Imm => alu32!(AluOp::Or, s.imm),
+                Op::Or32Reg => alu32!(AluOp::Or, r!(s.src)),
+                Op::And32Imm => alu32!(AluOp::And, s.imm),
+                Op::And32Reg => alu32!(AluOp::And, r!(s.src)),
+                Op::Xor32Imm => alu32!(AluOp::Xor, s.imm),
+                Op::Xor32Reg => alu32!(AluOp::Xor, r!(s.src)),
+                Op::Lsh32Imm => alu32!(AluOp::Lsh, s.imm),
+                Op::Lsh32Reg => alu32!(AluOp::Lsh, r!(s.src)),
+                Op::Rsh32Imm => alu32!(AluOp::Rsh, s.imm),
+                Op::Rsh32Reg => alu32!(AluOp::Rsh, r!(s.src)),
+                Op::Arsh32Imm => alu32!(AluOp::Arsh, s.imm),
+                Op::Arsh32Reg => alu32!(AluOp::Arsh, r!(s.src)),
                 Op::Mov32Imm => then_next!(r!(s.dst) = u64::from(s.imm as u32)),
                 Op::Mov32Reg => then_next!(r!(s.dst) = u64::from(r!(s.src) as u32)),
                 Op::Neg64 => then_next!(r!(s.dst) = r!(s.dst).wrapping_neg()),

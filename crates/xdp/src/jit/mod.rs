@@ -32,8 +32,9 @@ use x86::{
     Shift, W, X86, cc, mem,
 };
 
-use crate::code::{Op, Slot};
+use crate::code::{self, Op, Slot};
 use crate::insn::Insn;
+use crate::insn::{AluOp, Cond, Width};
 use crate::verifier::STACK_SIZE;
 use crate::vm::{Fault, FaultKind, KIND_PKT, StepKind, Vm};
 
@@ -211,27 +212,70 @@ pub(crate) fn compile(code: &[Insn], slots: &[Slot]) -> Option<JitCode> {
         // Count correction if this slot faults: the block's later instructions did not run.
         let undo = block_len[pc] - ordinal[pc];
         use Op::*;
+        if let Some((op, w, reg)) = code::alu_parts(s.op) {
+            let w = if w == Width::W64 { W::B64 } else { W::B32 };
+            let bits = if w == W::B64 { 63 } else { 31 };
+            let basic = match op {
+                AluOp::Add => Some(Alu::Add),
+                AluOp::Sub => Some(Alu::Sub),
+                AluOp::Or => Some(Alu::Or),
+                AluOp::And => Some(Alu::And),
+                AluOp::Xor => Some(Alu::Xor),
+                _ => None,
+            };
+            let shift = match op {
+                AluOp::Lsh => Some(Shift::Shl),
+                AluOp::Rsh => Some(Shift::Shr),
+                AluOp::Arsh => Some(Shift::Sar),
+                _ => None,
+            };
+            match (op, basic, shift, reg) {
+                (_, Some(x), _, false) => a.alu_imm(w, x, d, imm),
+                (_, Some(x), _, true) => a.alu(w, x, d, src),
+                (_, _, Some(sh), false) => a.shift_imm(w, sh, d, (s.imm & bits) as u8),
+                (_, _, Some(sh), true) => {
+                    a.mov(W::B64, RCX, src);
+                    a.shift_cl(w, sh, d);
+                }
+                (AluOp::Mul, _, _, false) => a.imul_imm(w, d, imm),
+                (AluOp::Mul, _, _, true) => a.imul(w, d, src),
+                // 64-bit: the sign-extended immediate; 32-bit: its low half.
+                (AluOp::Mov, _, _, false) if w == W::B64 => a.mov_imm(w, d, s.imm),
+                (AluOp::Mov, _, _, false) => a.mov_imm(w, d, u64::from(s.imm as u32)),
+                (AluOp::Mov, _, _, true) => a.mov(w, d, src),
+                // Division and modulo (with the kernel's results for 0 and overflow).
+                _ => {
+                    callout(&mut a, pc);
+                    let j = a.jcc(cc::NE);
+                    cold.push((j, pc, Cold::Fault { undo }));
+                }
+            }
+            continue;
+        }
+        if let Some((cond, w, reg)) = code::jump_parts(s.op) {
+            let w = if w == Width::W64 { W::B64 } else { W::B32 };
+            let c = match (cond, reg) {
+                (Cond::Set, false) => {
+                    a.test_imm(w, d, imm);
+                    cc::NE
+                }
+                (Cond::Set, true) => {
+                    a.test(w, d, src);
+                    cc::NE
+                }
+                (_, false) => {
+                    a.alu_imm(w, Alu::Cmp, d, imm);
+                    cond_code(cond)
+                }
+                (_, true) => {
+                    a.alu(w, Alu::Cmp, d, src);
+                    cond_code(cond)
+                }
+            };
+            jump(&mut a, &mut fixups, &mut cold, pc, Some(c), target);
+            continue;
+        }
         match s.op {
-            Add64Imm | Sub64Imm | Or64Imm | And64Imm | Xor64Imm | Add32Imm | Sub32Imm | Or32Imm
-            | And32Imm | Xor32Imm => a.alu_imm(width(s.op), alu_of(s.op), d, imm),
-            Add64Reg | Sub64Reg | Or64Reg | And64Reg | Xor64Reg | Add32Reg | Sub32Reg | Or32Reg
-            | And32Reg | Xor32Reg => a.alu(width(s.op), alu_of(s.op), d, src),
-            Mul64Imm | Mul32Imm => a.imul_imm(width(s.op), d, imm),
-            Mul64Reg | Mul32Reg => a.imul(width(s.op), d, src),
-            Lsh64Imm | Rsh64Imm | Arsh64Imm => {
-                a.shift_imm(W::B64, shift_of(s.op), d, (s.imm & 63) as u8)
-            }
-            Lsh32Imm | Rsh32Imm | Arsh32Imm => {
-                a.shift_imm(W::B32, shift_of(s.op), d, (s.imm & 31) as u8)
-            }
-            Lsh64Reg | Rsh64Reg | Arsh64Reg | Lsh32Reg | Rsh32Reg | Arsh32Reg => {
-                a.mov(W::B64, RCX, src);
-                a.shift_cl(width(s.op), shift_of(s.op), d);
-            }
-            Mov64Imm => a.mov_imm(W::B64, d, s.imm),
-            Mov32Imm => a.mov_imm(W::B32, d, u64::from(s.imm as u32)),
-            Mov64Reg => a.mov(W::B64, d, src),
-            Mov32Reg => a.mov(W::B32, d, src),
             Neg64 => a.neg(W::B64, d),
             Neg32 => a.neg(W::B32, d),
             Zext16 => a.movzx16(d, d),
@@ -307,9 +351,7 @@ pub(crate) fn compile(code: &[Insn], slots: &[Slot]) -> Option<JitCode> {
                 }
             }
             Ja => jump(&mut a, &mut fixups, &mut cold, pc, None, target),
-            Call | Slow | Div64Imm | Div64Reg | SDiv64Imm | SDiv64Reg | Mod64Imm | Mod64Reg
-            | SMod64Imm | SMod64Reg | Div32Imm | Div32Reg | SDiv32Imm | SDiv32Reg | Mod32Imm
-            | Mod32Reg | SMod32Imm | SMod32Reg => {
+            Call | Slow => {
                 callout(&mut a, pc);
                 let j = a.jcc(cc::NE);
                 cold.push((j, pc, Cold::Fault { undo }));
@@ -342,40 +384,6 @@ pub(crate) fn compile(code: &[Insn], slots: &[Slot]) -> Option<JitCode> {
                 cold.push((j, pc, Cold::Fault { undo }));
                 let c = a.call_rel();
                 calls.push((c, func_of(target)));
-            }
-            Jeq64Imm | Jne64Imm | Jgt64Imm | Jge64Imm | Jlt64Imm | Jle64Imm | Jsgt64Imm
-            | Jsge64Imm | Jslt64Imm | Jsle64Imm | Jeq32Imm | Jne32Imm | Jgt32Imm | Jge32Imm
-            | Jlt32Imm | Jle32Imm | Jsgt32Imm | Jsge32Imm | Jslt32Imm | Jsle32Imm => {
-                a.alu_imm(width(s.op), Alu::Cmp, d, imm);
-                jump(
-                    &mut a,
-                    &mut fixups,
-                    &mut cold,
-                    pc,
-                    Some(cond_of(s.op)),
-                    target,
-                );
-            }
-            Jset64Imm | Jset32Imm => {
-                a.test_imm(width(s.op), d, imm);
-                jump(&mut a, &mut fixups, &mut cold, pc, Some(cc::NE), target);
-            }
-            Jset64Reg | Jset32Reg => {
-                a.test(width(s.op), d, src);
-                jump(&mut a, &mut fixups, &mut cold, pc, Some(cc::NE), target);
-            }
-            Jeq64Reg | Jne64Reg | Jgt64Reg | Jge64Reg | Jlt64Reg | Jle64Reg | Jsgt64Reg
-            | Jsge64Reg | Jslt64Reg | Jsle64Reg | Jeq32Reg | Jne32Reg | Jgt32Reg | Jge32Reg
-            | Jlt32Reg | Jle32Reg | Jsgt32Reg | Jsge32Reg | Jslt32Reg | Jsle32Reg => {
-                a.alu(width(s.op), Alu::Cmp, d, src);
-                jump(
-                    &mut a,
-                    &mut fixups,
-                    &mut cold,
-                    pc,
-                    Some(cond_of(s.op)),
-                    target,
-                );
             }
             // Fused ops never reach here (built from unfused slots); calls refused above.
             _ => return None,
@@ -471,94 +479,7 @@ enum Cold {
 
 /// Whether `op` ends a basic block (jumps, calls to subprograms, exit).
 fn is_jump(op: Op) -> bool {
-    use Op::*;
-    !matches!(
-        op,
-        Add64Imm
-            | Add64Reg
-            | Sub64Imm
-            | Sub64Reg
-            | Mul64Imm
-            | Mul64Reg
-            | Div64Imm
-            | Div64Reg
-            | SDiv64Imm
-            | SDiv64Reg
-            | Mod64Imm
-            | Mod64Reg
-            | SMod64Imm
-            | SMod64Reg
-            | Or64Imm
-            | Or64Reg
-            | And64Imm
-            | And64Reg
-            | Xor64Imm
-            | Xor64Reg
-            | Lsh64Imm
-            | Lsh64Reg
-            | Rsh64Imm
-            | Rsh64Reg
-            | Arsh64Imm
-            | Arsh64Reg
-            | Mov64Imm
-            | Mov64Reg
-            | Add32Imm
-            | Add32Reg
-            | Sub32Imm
-            | Sub32Reg
-            | Mul32Imm
-            | Mul32Reg
-            | Div32Imm
-            | Div32Reg
-            | SDiv32Imm
-            | SDiv32Reg
-            | Mod32Imm
-            | Mod32Reg
-            | SMod32Imm
-            | SMod32Reg
-            | Or32Imm
-            | Or32Reg
-            | And32Imm
-            | And32Reg
-            | Xor32Imm
-            | Xor32Reg
-            | Lsh32Imm
-            | Lsh32Reg
-            | Rsh32Imm
-            | Rsh32Reg
-            | Arsh32Imm
-            | Arsh32Reg
-            | Mov32Imm
-            | Mov32Reg
-            | Neg64
-            | Neg32
-            | Zext16
-            | Zext32
-            | Nop
-            | Swap16
-            | Swap32
-            | Swap64
-            | Ldx1
-            | Ldx2
-            | Ldx4
-            | Ldx8
-            | CtxData
-            | CtxDataEnd
-            | CtxDataMeta
-            | CtxIfindex
-            | CtxRxQueue
-            | St1
-            | St2
-            | St4
-            | St8
-            | Stx1
-            | Stx2
-            | Stx4
-            | Stx8
-            | LoadImm64
-            | Call
-            | Slow
-    )
+    matches!(op, Op::Ja | Op::Exit | Op::CallLocal) || code::jump_parts(op).is_some()
 }
 
 /// A jump at `pc` (conditional when `cond` is given) to `target`; backward ones check the
@@ -621,54 +542,19 @@ fn load_regs(a: &mut X86) {
     a.load(8, COUNT, mem(CTX, off(offset_of!(JitCtx, count))));
 }
 
-fn width(op: Op) -> W {
-    if format!("{op:?}").contains("32") {
-        W::B32
-    } else {
-        W::B64
-    }
-}
-
-fn alu_of(op: Op) -> Alu {
-    let n = format!("{op:?}");
-    match &n[..3] {
-        "Add" => Alu::Add,
-        "Sub" => Alu::Sub,
-        "And" => Alu::And,
-        "Xor" => Alu::Xor,
-        _ => Alu::Or,
-    }
-}
-
-fn shift_of(op: Op) -> Shift {
-    let n = format!("{op:?}");
-    if n.starts_with("Lsh") {
-        Shift::Shl
-    } else if n.starts_with("Rsh") {
-        Shift::Shr
-    } else {
-        Shift::Sar
-    }
-}
-
-fn cond_of(op: Op) -> u8 {
-    let n = format!("{op:?}");
-    match n
-        .trim_end_matches("Imm")
-        .trim_end_matches("Reg")
-        .trim_end_matches("64")
-        .trim_end_matches("32")
-    {
-        "Jeq" => cc::E,
-        "Jne" => cc::NE,
-        "Jgt" => cc::A,
-        "Jge" => cc::AE,
-        "Jlt" => cc::B,
-        "Jle" => cc::BE,
-        "Jsgt" => cc::G,
-        "Jsge" => cc::GE,
-        "Jslt" => cc::L,
-        _ => cc::LE,
+/// The x86 condition of a BPF jump condition (`Set` is a `test`, handled apart).
+fn cond_code(c: Cond) -> u8 {
+    match c {
+        Cond::Eq => cc::E,
+        Cond::Ne | Cond::Set => cc::NE,
+        Cond::Gt => cc::A,
+        Cond::Ge => cc::AE,
+        Cond::Lt => cc::B,
+        Cond::Le => cc::BE,
+        Cond::Sgt => cc::G,
+        Cond::Sge => cc::GE,
+        Cond::Slt => cc::L,
+        Cond::Sle => cc::LE,
     }
 }
 
