@@ -160,7 +160,20 @@ fn compute_insn() -> impl Strategy<Value = RawInsn> {
 
 fn seeded_program() -> impl Strategy<Value = Vec<RawInsn>> {
     (
-        prop::collection::vec(any::<u64>(), 10),
+        prop::collection::vec(
+            // Edge values often: division by 0 and -1, the minimum, 32-bit boundaries.
+            prop_oneof![
+                4 => any::<u64>(),
+                1 => Just(0u64),
+                1 => Just(u64::MAX),
+                1 => Just(1u64 << 63),
+                1 => Just(0xffff_ffffu64),
+                1 => Just(0x8000_0000u64),
+                1 => Just(0xffff_ffff_8000_0000u64),
+                1 => 0u64..300,
+            ],
+            10,
+        ),
         prop::collection::vec(compute_insn(), 1..60),
     )
         .prop_map(|(seeds, body)| {

@@ -229,25 +229,30 @@ pub(crate) fn compile(code: &[Insn], slots: &[Slot]) -> Option<JitCode> {
                 AluOp::Arsh => Some(Shift::Sar),
                 _ => None,
             };
-            match (op, basic, shift, reg) {
-                (_, Some(x), _, false) => a.alu_imm(w, x, d, imm),
-                (_, Some(x), _, true) => a.alu(w, x, d, src),
-                (_, _, Some(sh), false) => a.shift_imm(w, sh, d, (s.imm & bits) as u8),
-                (_, _, Some(sh), true) => {
+            if let Some(x) = basic {
+                if reg {
+                    a.alu(w, x, d, src);
+                } else {
+                    a.alu_imm(w, x, d, imm);
+                }
+            } else if let Some(sh) = shift {
+                if reg {
                     a.mov(W::B64, RCX, src);
                     a.shift_cl(w, sh, d);
+                } else {
+                    a.shift_imm(w, sh, d, (s.imm & bits) as u8);
                 }
-                (AluOp::Mul, _, _, false) => a.imul_imm(w, d, imm),
-                (AluOp::Mul, _, _, true) => a.imul(w, d, src),
-                // 64-bit: the sign-extended immediate; 32-bit: its low half.
-                (AluOp::Mov, _, _, false) if w == W::B64 => a.mov_imm(w, d, s.imm),
-                (AluOp::Mov, _, _, false) => a.mov_imm(w, d, u64::from(s.imm as u32)),
-                (AluOp::Mov, _, _, true) => a.mov(w, d, src),
-                // Division and modulo (with the kernel's results for 0 and overflow).
-                _ => {
-                    callout(&mut a, pc);
-                    let j = a.jcc(cc::NE);
-                    cold.push((j, pc, Cold::Fault { undo }));
+            } else {
+                match (op, reg) {
+                    (AluOp::Mul, false) => a.imul_imm(w, d, imm),
+                    (AluOp::Mul, true) => a.imul(w, d, src),
+                    // 64-bit: the sign-extended immediate; 32-bit: its low half.
+                    (AluOp::Mov, false) if w == W::B64 => a.mov_imm(w, d, s.imm),
+                    (AluOp::Mov, false) => a.mov_imm(w, d, u64::from(s.imm as u32)),
+                    (AluOp::Mov, true) => a.mov(w, d, src),
+                    // The rest are the divisions, with the kernel's results for 0 and
+                    // overflow.
+                    _ => divide(&mut a, w, op, d, reg.then_some(src), s.imm),
                 }
             }
             continue;
@@ -480,6 +485,62 @@ enum Cold {
 /// Whether `op` ends a basic block (jumps, calls to subprograms, exit).
 fn is_jump(op: Op) -> bool {
     matches!(op, Op::Ja | Op::Exit | Op::CallLocal) || code::jump_parts(op).is_some()
+}
+
+/// `d = d op divisor` for the four divisions, without leaving the generated code: the
+/// divisor goes to rcx and the dividend to r11 before rax and rdx (BPF r0 and r3), which
+/// `div` needs, are saved on the native stack.
+fn divide(a: &mut X86, w: W, op: AluOp, d: Reg, divisor: Option<Reg>, imm: u64) {
+    let signed = matches!(op, AluOp::SDiv | AluOp::SMod);
+    let modulo = matches!(op, AluOp::Mod | AluOp::SMod);
+    match divisor {
+        Some(r) => a.mov(w, RCX, r),
+        None if w == W::B64 => a.mov_imm(W::B64, RCX, imm),
+        None => a.mov_imm(W::B32, RCX, u64::from(imm as u32)),
+    }
+    a.mov(w, R11, d);
+    a.test(w, RCX, RCX);
+    let zero = a.jcc(cc::E);
+    let minus_one = signed.then(|| {
+        a.alu_imm(w, Alu::Cmp, RCX, -1);
+        a.jcc(cc::E)
+    });
+    a.push(RAX);
+    a.push(RDX);
+    a.mov(w, RAX, R11);
+    if signed {
+        a.sign_extend_rax(w);
+    } else {
+        a.alu(W::B32, Alu::Xor, RDX, RDX);
+    }
+    a.div(w, RCX, signed);
+    a.mov(w, R11, if modulo { RDX } else { RAX });
+    a.pop(RDX);
+    a.pop(RAX);
+    a.mov(w, d, R11);
+    let done = a.jmp();
+    // By zero: the quotient is 0, the remainder the dividend (zero-extended for 32 bits).
+    let here = a.code.len();
+    a.patch(zero, here);
+    if modulo {
+        a.mov(w, d, d);
+    } else {
+        a.mov_imm(W::B32, d, 0);
+    }
+    let done2 = a.jmp();
+    // Signed by -1: the quotient is the negation (wrapping at the minimum), the remainder 0.
+    if let Some(m) = minus_one {
+        let here = a.code.len();
+        a.patch(m, here);
+        if modulo {
+            a.mov_imm(W::B32, d, 0);
+        } else {
+            a.neg(w, d);
+        }
+    }
+    let end = a.code.len();
+    a.patch(done, end);
+    a.patch(done2, end);
 }
 
 /// A jump at `pc` (conditional when `cond` is given) to `target`; backward ones check the

@@ -266,6 +266,19 @@ impl X86 {
         self.rr(w, &[0xf7], 3, dst.0);
     }
 
+    /// `div r` (unsigned: `rdx:rax / r`) or, with `signed`, `idiv r`.
+    pub fn div(&mut self, w: W, r: Reg, signed: bool) {
+        self.rr(w, &[0xf7], if signed { 7 } else { 6 }, r.0);
+    }
+
+    /// `cqo` (64 bits) or `cdq` (32): sign-extends rax into rdx.
+    pub fn sign_extend_rax(&mut self, w: W) {
+        if w == W::B64 {
+            self.b(0x48);
+        }
+        self.b(0x99);
+    }
+
     /// `bswap dst` (32 or 64 bits).
     pub fn bswap(&mut self, w: W, dst: Reg) {
         self.prefix(w, 0, 0, dst.0, false);
@@ -409,6 +422,11 @@ mod tests {
         );
         assert_eq!(enc(|a| a.bswap(W::B64, R15)), [0x49, 0x0f, 0xcf]);
         assert_eq!(enc(|a| a.neg(W::B32, RSI)), [0xf7, 0xde]);
+        // div rcx ; idiv ecx ; cqo ; cdq
+        assert_eq!(enc(|a| a.div(W::B64, RCX, false)), [0x48, 0xf7, 0xf1]);
+        assert_eq!(enc(|a| a.div(W::B32, RCX, true)), [0xf7, 0xf9]);
+        assert_eq!(enc(|a| a.sign_extend_rax(W::B64)), [0x48, 0x99]);
+        assert_eq!(enc(|a| a.sign_extend_rax(W::B32)), [0x99]);
         // movzx ebx, bx ; test rdi, rsi ; call r11 ; push r12 ; pop rbx
         assert_eq!(enc(|a| a.movzx16(RBX, RBX)), [0x0f, 0xb7, 0xdb]);
         assert_eq!(enc(|a| a.test(W::B64, RDI, RSI)), [0x48, 0x85, 0xf7]);
