@@ -385,26 +385,40 @@ impl Program {
             // The stack memory, reused across runs. Between runs it is all zero: a run
             // zeroes what it wrote when it ends (see `Vm::dirty`), which costs a few
             // stores where zeroing each 512-byte frame on entry cost most of a short run.
-            static STACK: std::cell::RefCell<Box<StackMem>> =
-                std::cell::RefCell::new(Box::new([0; STACK_SIZE * MAX_CALL_FRAMES]));
+            // The call frames' saved registers too: always written before they are read,
+            // so they need no initialisation per run.
+            static SCRATCH: std::cell::RefCell<Box<Scratch>> =
+                std::cell::RefCell::new(Box::new(Scratch::new()));
         }
-        STACK.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut stack) => self.run_with(buf, cpu, &mut stack),
-            // Only if a run were ever nested on one thread: a fresh stack, still correct.
-            Err(_) => self.run_with(buf, cpu, &mut Box::new([0; STACK_SIZE * MAX_CALL_FRAMES])),
+        SCRATCH.with(|cell| {
+            let (mut held, mut fresh);
+            let scratch: &mut Scratch = match cell.try_borrow_mut() {
+                Ok(s) => {
+                    held = s;
+                    &mut held
+                }
+                // Only if a run were ever nested on one thread: fresh memory, still correct.
+                Err(_) => {
+                    fresh = Box::new(Scratch::new());
+                    &mut fresh
+                }
+            };
+            // One call site, so that the result is built in place.
+            self.run_with(buf, cpu, scratch)
         })
     }
 
-    fn run_with(&self, buf: &mut XdpBuffer, cpu: u32, stack: &mut StackMem) -> RunResult {
+    #[inline]
+    fn run_with(&self, buf: &mut XdpBuffer, cpu: u32, scratch: &mut Scratch) -> RunResult {
         self.runs.fetch_add(1, Ordering::Relaxed);
         let mut vm = Vm {
             prog: self,
             buf,
             cpu,
             regs: [0; 16],
-            stack,
+            stack: &mut scratch.stack,
             depth: 0,
-            frames: [Frame::default(); MAX_CALL_FRAMES],
+            frames: &mut scratch.frames,
             insns: 0,
             may_goto: MAY_GOTO_LOOPS,
             dirty: CLEAN_FRAMES,
@@ -424,8 +438,12 @@ impl Program {
             }
         };
         // Every path out of a run comes here, so the stack is clean for the next one.
+        // (Clean frames are skipped: a fill of an empty slice is still a call to memset.)
         for (k, &lo) in vm.dirty.iter().enumerate() {
-            if let Some(d) = vm.stack.get_mut(lo..(k + 1) * STACK_SIZE) {
+            let top = (k + 1) * STACK_SIZE;
+            if lo < top
+                && let Some(d) = vm.stack.get_mut(lo..top)
+            {
                 d.fill(0);
             }
         }
@@ -460,6 +478,21 @@ impl Program {
             return crate::jit::run(j, vm);
         }
         vm.execute()
+    }
+}
+
+/// Per-thread memory of runs: the stack and the call frames' saved registers.
+struct Scratch {
+    stack: StackMem,
+    frames: [Frame; MAX_CALL_FRAMES],
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            stack: [0; STACK_SIZE * MAX_CALL_FRAMES],
+            frames: [Frame::default(); MAX_CALL_FRAMES],
+        }
     }
 }
 
@@ -534,7 +567,7 @@ pub(crate) struct Vm<'a> {
     pub(crate) regs: [u64; 16],
     stack: &'a mut StackMem,
     depth: usize,
-    frames: [Frame; MAX_CALL_FRAMES],
+    frames: &'a mut [Frame; MAX_CALL_FRAMES],
     insns: u64,
     may_goto: u64,
     /// Per frame `k`, the lowest stack offset this run wrote in it: `[dirty[k], (k + 1) *
@@ -840,7 +873,9 @@ impl Vm<'_> {
     fn enter_frame(&mut self) {
         let base = self.depth * STACK_SIZE;
         if let Some(lo) = self.dirty.get_mut(self.depth) {
-            if let Some(d) = self.stack.get_mut(*lo..base + STACK_SIZE) {
+            if *lo < base + STACK_SIZE
+                && let Some(d) = self.stack.get_mut(*lo..base + STACK_SIZE)
+            {
                 d.fill(0);
             }
             *lo = base + STACK_SIZE;
