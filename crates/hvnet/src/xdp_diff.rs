@@ -148,7 +148,7 @@ fn compare(
             break;
         }
     }
-    let (ours_ns, kernel_ns) = timing(ours, kernel)?;
+    let ([ours_ns], kernel_ns) = timing([ours], kernel)?;
     Ok(ProgramDiff {
         name: name.to_string(),
         packets,
@@ -179,10 +179,11 @@ pub fn timings(objects: &[PathBuf]) -> Result<Vec<Timing>> {
     for path in objects {
         let (name, ours, kernel) = load_both(path)?;
         let runtime = crate::xdp_cmd::runtime_name(&ours);
-        let (ours_ns, kernel_ns) = timing(&ours, &kernel)?;
-        // A fresh load for the interpreter, so both start from the same maps.
-        let (_, fresh, kernel2) = load_both(path)?;
-        let (interpreter_ns, _) = timing(&fresh.without_jit(), &kernel2)?;
+        // A second load for the interpreter, so that both start from the same maps.
+        let interp = Object::parse(&std::fs::read(path)?)?
+            .program(None)?
+            .without_jit();
+        let ([ours_ns, interpreter_ns], kernel_ns) = timing([&ours, &interp], &kernel)?;
         out.push(Timing {
             name,
             runtime,
@@ -199,18 +200,20 @@ pub fn timings(objects: &[PathBuf]) -> Result<Vec<Timing>> {
 /// shared machine. Like the kernel's `BPF_PROG_TEST_RUN` repeat loop, every run works on the
 /// buffer the previous run left (a program that grows the frame grows it once; later runs
 /// take its other branch), so both runtimes do the same work.
-fn timing(ours: &Program, kernel: &KernelProgram) -> Result<(f64, f64)> {
+fn timing<const N: usize>(ours: [&Program; N], kernel: &KernelProgram) -> Result<([f64; N], f64)> {
     const ROUNDS: u32 = 5;
     const RUNS: u32 = 20_000;
     let pkt = Packets::new(0).next_packet(0);
-    let mut buf = XdpBuffer::new(&pkt);
-    let (mut best_ours, mut best_kernel) = (f64::INFINITY, f64::INFINITY);
+    let mut bufs = ours.map(|_| XdpBuffer::new(&pkt));
+    let (mut best_ours, mut best_kernel) = ([f64::INFINITY; N], f64::INFINITY);
     for _ in 0..ROUNDS {
-        let t = std::time::Instant::now();
-        for _ in 0..RUNS {
-            std::hint::black_box(ours.run(&mut buf, 0));
+        for ((prog, buf), best) in ours.iter().zip(&mut bufs).zip(&mut best_ours) {
+            let t = std::time::Instant::now();
+            for _ in 0..RUNS {
+                std::hint::black_box(prog.run(buf, 0));
+            }
+            *best = best.min(t.elapsed().as_nanos() as f64 / f64::from(RUNS));
         }
-        best_ours = best_ours.min(t.elapsed().as_nanos() as f64 / f64::from(RUNS));
         let k = kernel.run(&pkt, RUNS)?;
         best_kernel = best_kernel.min(f64::from(k.ns_per_run));
     }
